@@ -1,0 +1,4 @@
+"""python -m focalbench == the focalbench command."""
+from focalbench.cli import main
+
+main()

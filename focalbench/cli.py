@@ -1,0 +1,200 @@
+"""The focalbench command line. Thin: parse, call one function, print. torch is imported only by commands
+that train (`--help`, `evaluate`, `leaderboard` and `data check` start fast).
+
+Exit codes: 0 ok; 1 a check found problems or a run/sweep ended failed; 2 bad input (usage, config, files).
+Errors are one line on stderr; `--debug` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from focalbench.errors import InputError
+
+app = typer.Typer(
+    name="focalbench", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    help="Sweep detection classification losses, focal alpha/gamma and DETR matching costs; "
+         "rank runs by mAP and calibration.",
+)
+data_app = typer.Typer(no_args_is_help=True, help="Make, cut and check COCO-format datasets.")
+app.add_typer(data_app, name="data")
+out = Console()
+err = Console(stderr=True)
+OVERRIDE_HELP = "Hydra overrides, e.g. loss=bce loss.gamma=1 train.epochs=2 experiment=smoke"
+_EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+@app.callback()
+def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")]
+          = False) -> None:
+    """focalbench: which classification loss, which alpha/gamma, which matching cost — for accuracy and
+    calibration."""
+
+
+@app.command(context_settings=_EXTRA)
+def train(
+    overrides: Annotated[list[str] | None, typer.Argument(help=OVERRIDE_HELP, show_default=False)] = None,
+    force: Annotated[bool, typer.Option("--force", help="Re-run even if this config has an ok row.")] = False,
+) -> None:
+    """Train and evaluate one run; append its row to results/runs.csv."""
+    from focalbench.config import compose
+    from focalbench.engine.run import run
+
+    cfg = compose(overrides or [])
+    result = run(cfg, force=force, console=out)
+    if result.status == "skipped":
+        out.print(f"{result.run_id}: already done (an ok row exists in {cfg.results_dir}/runs.csv); "
+                  "--force re-runs it")
+        return
+    if result.status != "ok":
+        err.print(f"{result.run_id}: {result.status}: {result.error} (run folder {result.run_dir})")
+        raise typer.Exit(1)
+    print_metrics(result.metrics, title=f"{result.run_id} — {result.run_dir}")
+
+
+@app.command()
+def evaluate(
+    gt: Annotated[Path, typer.Argument(help="COCO ground-truth json.", show_default=False)],
+    dets: Annotated[Path, typer.Argument(help="COCO results json (list of detections).", show_default=False)],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
+    calib_threshold: Annotated[str, typer.Option(
+        help="Which detections LaECE0/LaACE0/LRP see: lrp (per-class LRP-optimal), none, or a score.")] = "lrp",
+    plot: Annotated[Path | None, typer.Option(help="Write a reliability diagram PNG here.")] = None,
+) -> None:
+    """mAP + calibration (LaECE0, LaACE0, LRP, D-ECE, Brier) of any COCO results file."""
+    from focalbench.metrics import evaluate_files, plot_reliability
+
+    result = evaluate_files(gt, dets, calib_threshold=calib_threshold)
+    if plot is not None:
+        plot_reliability(result, plot)
+    if as_json:
+        result.pop("reliability", None)
+        sys.stdout.write(json.dumps(result, default=float) + "\n")
+        return
+    print_metrics(result, title=f"{dets.name} vs {gt.name}")
+    if plot is not None:
+        out.print(f"reliability diagram: {plot}")
+
+
+@app.command()
+def losses() -> None:
+    """Registered losses (and matching costs) with their parameters and papers."""
+    from focalbench.losses import LOSSES
+
+    table = Table(title="classification and box losses", title_justify="left")
+    for col in ("name", "kind", "target", "parameters (defaults)", "paper"):
+        table.add_column(col)
+    for name, spec in sorted(LOSSES.items()):
+        params = ", ".join(f"{k}={v}" for k, v in spec.params.items()) or "—"
+        table.add_row(name, spec.kind, spec.target, params, spec.paper)
+    out.print(table)
+    try:
+        from focalbench.matching import MATCH_COSTS
+    except ImportError:  # the matching library is optional until DETR lands
+        return
+    table = Table(title="DETR matching class costs (matcher=NAME)", title_justify="left")
+    table.add_column("name")
+    table.add_column("cost")
+    for name, spec in sorted(MATCH_COSTS.items()):
+        table.add_row(name, getattr(spec, "summary", str(spec)))
+    out.print(table)
+
+
+@data_app.command()
+def synth(
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder to write annotations.json and images/ to.")],
+    images: Annotated[int, typer.Option(min=1, help="Number of images.")] = 200,
+    image_size: Annotated[int, typer.Option(min=32, help="Square image side in pixels.")] = 256,
+    seed: Annotated[int, typer.Option(min=0, help="Same seed, identical files.")] = 0,
+) -> None:
+    """Write the embedded procedurally generated COCO-format dataset."""
+    from focalbench.data import synthesize
+
+    with out.status(f"drawing {images} images"):
+        ann = synthesize(out_dir, images, image_size, seed)
+    out.print(f"wrote {ann} and {images} images under {out_dir / 'images'}")
+
+
+@data_app.command()
+def subset(
+    ann: Annotated[Path, typer.Option(help="COCO annotation json, e.g. instances_val2017.json.")],
+    images: Annotated[Path, typer.Option(help="The image folder the json refers to.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the subset json.")],
+    n: Annotated[int, typer.Option(min=1, help="Number of images in the subset.")] = 500,
+    categories: Annotated[str | None, typer.Option(help="Comma-separated category names.")] = None,
+    seed: Annotated[int, typer.Option(min=0)] = 0,
+) -> None:
+    """Write a seeded subset of a COCO json (images referenced, not copied)."""
+    from focalbench.data import subset_coco
+
+    cats = [c.strip() for c in categories.split(",")] if categories else None
+    path = subset_coco(ann, images, out_dir, n=n, categories=cats, seed=seed)
+    out.print(f"wrote {path}")
+
+
+@data_app.command()
+def check(
+    ann: Annotated[Path, typer.Argument(help="COCO annotation json.", show_default=False)],
+    images: Annotated[Path | None, typer.Option(help="Image folder: also check every file exists.")] = None,
+) -> None:
+    """Check a COCO json (schema, ids, boxes, image files); exit 1 when it finds problems."""
+    from focalbench.data import check_coco
+
+    report = check_coco(ann, images)
+    for line in report.to_lines():
+        out.print(line, highlight=False)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def print_metrics(metrics: dict, title: str) -> None:
+    """The headline numbers as a table (mAP stats, then calibration)."""
+    table = Table(title=title, title_justify="left")
+    keys = [k for k in ("mAP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm",
+                        "ARl", "laece0", "laace0", "lrp", "dece", "brier", "imgs_per_s") if k in metrics]
+    for key in keys:
+        table.add_column(key, justify="right")
+    table.add_row(*(_fmt(metrics[k]) for k in keys))
+    out.print(table)
+
+
+def _fmt(value) -> str:
+    return "—" if value is None or value != value else f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: one-line errors with exit code 2 for bad input; --debug re-raises."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=argv, prog_name="focalbench", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        code = 2 if exc.exit_code == 2 else exc.exit_code
+    except click.exceptions.Abort:
+        err.print("aborted")
+        code = 130
+    except KeyboardInterrupt:
+        err.print("interrupted; run the same command again to resume")
+        code = 130
+    except InputError as exc:
+        if debug:
+            raise
+        err.print(f"error: {exc}", highlight=False, soft_wrap=True)
+        code = 2
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

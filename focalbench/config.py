@@ -1,0 +1,355 @@
+"""Typed run configuration: Hydra composes conf/, this module turns the result into frozen dataclasses once.
+
+Code below the entry points sees only `RunConfig`. Every range check lives in a `__post_init__` and raises
+`InputError` naming the option, the value and the valid choices. This module imports neither torch nor the
+registries, so the CLI can validate a config without paying for torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+from focalbench.errors import InputError
+
+CONFIG_MODULE = "focalbench.conf"
+GROUPS = ("model", "loss", "matcher", "data", "train", "logger", "experiment", "hparams_search")
+
+
+def group_options(group: str) -> list[str]:
+    """Names of the yaml files in conf/<group>/ — the choices a user can write as `group=name`."""
+    folder = resources.files(CONFIG_MODULE) / group
+    if not folder.is_dir():
+        return []
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def _check_choice(option: str, value: Any, choices: list[str] | tuple[str, ...]) -> None:
+    if value not in choices:
+        raise InputError(f"{option}={value!r} is not valid; choose from {sorted(choices)}")
+
+
+def _check_range(option: str, value: float, lo: float | None = None, hi: float | None = None) -> None:
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        span = f"[{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
+        raise InputError(f"{option}={value!r} is out of range; expected a value in {span}")
+
+
+@dataclass(frozen=True)
+class ModelCfg:
+    name: str = "retinanet"
+    backbone: str = "resnet18"
+    weights_path: str | None = None
+    # RetinaNet
+    box_head: str = "l1"
+    reg_max: int = 8
+    anchor_sizes: tuple[int, ...] = (16, 32, 64, 128, 256)
+    score_thresh: float = 0.01
+    detections_per_img: int = 100
+    # small DETR
+    d_model: int = 128
+    nheads: int = 8
+    enc_layers: int = 2
+    dec_layers: int = 2
+    dim_feedforward: int = 512
+    num_queries: int = 50
+    dropout: float = 0.0
+    aux_loss: bool = True
+    noobj_weight: float = 0.1  # DETR's weight of the no-object class in CE
+    weight_class: float = 2.0
+    weight_bbox: float = 5.0
+    weight_giou: float = 2.0
+
+    def __post_init__(self) -> None:
+        _check_choice("model.name", self.name, group_options("model") or ["retinanet", "detr"])
+        _check_choice("model.backbone", self.backbone, ("resnet18", "resnet50"))
+        _check_choice("model.box_head", self.box_head, ("l1", "dfl"))
+        _check_range("model.reg_max", self.reg_max, 1)
+        _check_range("model.score_thresh", self.score_thresh, 0.0, 1.0)
+        _check_range("model.detections_per_img", self.detections_per_img, 1)
+        if len(self.anchor_sizes) != 5 or min(self.anchor_sizes) < 1:
+            raise InputError(
+                f"model.anchor_sizes={list(self.anchor_sizes)} must be 5 positive sizes (P3..P7)"
+            )
+        for name in ("d_model", "nheads", "enc_layers", "dec_layers", "dim_feedforward", "num_queries"):
+            _check_range(f"model.{name}", getattr(self, name), 1)
+        if self.d_model % self.nheads:
+            raise InputError(f"model.d_model={self.d_model} must be divisible by model.nheads={self.nheads}")
+        _check_range("model.dropout", self.dropout, 0.0, 1.0)
+        _check_range("model.noobj_weight", self.noobj_weight, 0.0)
+        for name in ("weight_class", "weight_bbox", "weight_giou"):
+            _check_range(f"model.{name}", getattr(self, name), 0.0)
+
+
+@dataclass(frozen=True)
+class LossCfg:
+    name: str = "focal"
+    alpha: float | tuple[float, ...] | None = 0.25  # None: no alpha-balancing; a tuple: per class (softmax)
+    gamma: float = 2.0
+    beta: float = 2.0  # QFL's exponent
+    normalization: str = "num_pos_batch"
+
+    def __post_init__(self) -> None:
+        _check_choice("loss", self.name, group_options("loss"))
+        alphas = self.alpha if isinstance(self.alpha, tuple) else (self.alpha,)
+        for a in alphas:
+            if a is not None:
+                _check_range("loss.alpha", a, 0.0, 1.0)
+        if isinstance(self.alpha, tuple) and self.name not in ("softmax_focal", "ce"):
+            raise InputError(
+                f"loss.alpha as a per-class list is supported by softmax_focal and ce only, not {self.name!r}"
+            )
+        _check_range("loss.gamma", self.gamma, 0.0)
+        _check_range("loss.beta", self.beta, 0.0)
+        _check_choice("loss.normalization", self.normalization, ("num_pos_batch", "num_pos_per_image"))
+
+
+@dataclass(frozen=True)
+class MatcherCfg:
+    name: str = "focal"
+    alpha: float | None = None  # None: the loss's alpha (0.25 when the loss has none)
+    gamma: float | None = None  # None: the loss's gamma
+    weight_class: float = 2.0
+    weight_bbox: float = 5.0
+    weight_giou: float = 2.0
+
+    def __post_init__(self) -> None:
+        _check_choice("matcher", self.name, group_options("matcher"))
+        if self.alpha is not None:
+            _check_range("matcher.alpha", self.alpha, 0.0, 1.0)
+        if self.gamma is not None:
+            _check_range("matcher.gamma", self.gamma, 0.0)
+        for name in ("weight_class", "weight_bbox", "weight_giou"):
+            _check_range(f"matcher.{name}", getattr(self, name), 0.0)
+
+
+@dataclass(frozen=True)
+class DataCfg:
+    name: str = "synthetic"
+    train_images: int = 400
+    val_images: int = 100
+    image_size: int = 256
+    synth_seed: int = 0
+    ann: str | None = None
+    images: str | None = None
+    val_ann: str | None = None
+    val_image_dir: str | None = None
+    categories: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        _check_choice("data", self.name, group_options("data"))
+        minimum = 1 if self.name == "synthetic" else 0  # 0 = all images of a COCO file
+        _check_range("data.train_images", self.train_images, minimum)
+        _check_range("data.val_images", self.val_images, minimum)
+        _check_range("data.image_size", self.image_size, 32)
+        if self.name == "coco":
+            for option in ("ann", "images"):
+                if not getattr(self, option):
+                    raise InputError(f"data=coco needs data.{option}=PATH")
+
+
+@dataclass(frozen=True)
+class TrainCfg:
+    epochs: int = 12
+    batch_size: int = 8
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_iters: int = 50
+    clip_grad: float = 1.0
+    amp: bool = True
+    device: str = "auto"
+    threads: int = 0
+    num_workers: int = 0
+    eval_batch_size: int = 8
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        _check_range("train.epochs", self.epochs, 1)
+        _check_range("train.batch_size", self.batch_size, 1)
+        _check_range("train.eval_batch_size", self.eval_batch_size, 1)
+        _check_choice("train.optimizer", self.optimizer, ("adamw", "sgd"))
+        if not self.lr > 0:
+            raise InputError(f"train.lr={self.lr!r} is out of range; expected a value > 0")
+        _check_range("train.weight_decay", self.weight_decay, 0.0)
+        _check_range("train.warmup_iters", self.warmup_iters, 0)
+        _check_range("train.clip_grad", self.clip_grad, 0.0)
+        _check_choice("train.device", self.device, ("auto", "cpu", "cuda"))
+        _check_range("train.threads", self.threads, 0)
+        _check_range("train.num_workers", self.num_workers, 0)
+
+
+@dataclass(frozen=True)
+class WandbCfg:
+    enabled: bool = False
+    mode: str = "disabled"
+    project: str = "focalbench"
+    entity: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_choice("logger.wandb.mode", self.mode, ("auto", "online", "offline", "disabled"))
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    model: ModelCfg = field(default_factory=ModelCfg)
+    loss: LossCfg = field(default_factory=LossCfg)
+    matcher: MatcherCfg = field(default_factory=MatcherCfg)
+    data: DataCfg = field(default_factory=DataCfg)
+    train: TrainCfg = field(default_factory=TrainCfg)
+    wandb: WandbCfg = field(default_factory=WandbCfg)
+    seed: int = 0
+    results_dir: str = "results"
+    sweep_id: str | None = None
+    job_name: str | None = None
+
+    def science(self) -> dict[str, Any]:
+        """The config that decides the numbers: what the run id hashes. Paths, logging, device and
+        progress settings are left out, so moving a results folder or switching W&B on keeps the id."""
+        train = dataclasses.asdict(self.train)
+        for key in ("device", "threads", "num_workers", "eval_batch_size", "progress"):
+            train.pop(key)
+        science = {
+            "model": dataclasses.asdict(self.model),
+            "loss": dataclasses.asdict(self.loss),
+            "data": dataclasses.asdict(self.data),
+            "train": train,
+            "seed": self.seed,
+        }
+        science["model"].pop("weights_path")  # a path; the file's content is what matters, not its place
+        if self.model.name == "detr":
+            science["matcher"] = dataclasses.asdict(self.matcher)
+        return science
+
+    @property
+    def run_id(self) -> str:
+        return run_id(self.science())
+
+
+def run_id(science: dict[str, Any]) -> str:
+    """A short stable hash of the science config (sorted JSON, sha1, 10 hex digits)."""
+    blob = json.dumps(science, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha1(blob.encode()).hexdigest()[:10]
+
+
+def _build(cls: type, section: Any, option: str) -> Any:
+    """Build one frozen dataclass from a plain dict, naming unknown keys and the valid ones."""
+    if section is None:
+        return cls()
+    if not isinstance(section, dict):
+        raise InputError(f"{option} must be a mapping, got {section!r}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(section) - names)
+    if unknown:
+        raise InputError(f"unknown option {option}.{unknown[0]}; valid options: {sorted(names)}")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in section.items()}
+    return cls(**values)
+
+
+def from_container(cfg: dict[str, Any]) -> RunConfig:
+    """RunConfig from the resolved container of a composed Hydra config."""
+    cfg = {k: v for k, v in cfg.items() if k != "hydra"}
+    top = {"seed", "results_dir", "sweep_id", "job_name"}
+    known = top | {"model", "loss", "matcher", "data", "train", "logger"}
+    unknown = sorted(set(cfg) - known)
+    if unknown:
+        raise InputError(f"unknown option {unknown[0]!r}; valid top-level options: {sorted(known)}")
+    logger = cfg.get("logger") or {}
+    seed = cfg.get("seed", 0)
+    if not isinstance(seed, int) or seed < 0:
+        raise InputError(f"seed={seed!r} must be a non-negative integer")
+    return RunConfig(
+        model=_build(ModelCfg, cfg.get("model"), "model"),
+        loss=_build(LossCfg, cfg.get("loss"), "loss"),
+        matcher=_build(MatcherCfg, cfg.get("matcher"), "matcher"),
+        data=_build(DataCfg, cfg.get("data"), "data"),
+        train=_build(TrainCfg, cfg.get("train"), "train"),
+        wandb=_build(WandbCfg, logger.get("wandb"), "logger.wandb"),
+        seed=seed,
+        results_dir=str(cfg.get("results_dir") or "results"),
+        sweep_id=cfg.get("sweep_id"),
+        job_name=cfg.get("job_name"),
+    )
+
+
+def from_dictconfig(cfg: Any) -> RunConfig:
+    """RunConfig from Hydra's DictConfig (the `@hydra.main` entry point)."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except OmegaConfBaseException as exc:
+        raise InputError(_explain(exc)) from exc
+    return from_container(container)
+
+
+def check_group_overrides(overrides: list[str]) -> None:
+    """`loss=foo` with no conf/loss/foo.yaml: say so with the choices, before Hydra's longer message."""
+    for override in overrides:
+        key, sep, value = override.lstrip("+~").partition("=")
+        if not sep or key not in GROUPS or value in ("", "null"):
+            continue
+        choices = group_options(key)
+        for name in value.split(","):  # multirun lists: loss=focal,bce
+            if name.strip() not in choices:
+                raise InputError(f"unknown {key} {name.strip()!r}; choose from {choices}")
+
+
+def compose_dict(overrides: list[str] | tuple[str, ...] = ()) -> Any:
+    """Compose conf/config.yaml with Hydra overrides; returns the DictConfig."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    overrides = list(overrides)
+    check_group_overrides(overrides)
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
+            return compose("config", overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise InputError(_explain(exc)) from exc
+
+
+_SECTIONS = {"model": ModelCfg, "loss": LossCfg, "matcher": MatcherCfg, "data": DataCfg, "train": TrainCfg}
+
+
+def _explain(exc: BaseException) -> str:
+    """One line for a Hydra/OmegaConf error, naming the option and, where known, the valid ones."""
+    line = _first_line(exc)
+    if line.startswith("Could not override '"):
+        key = line.split("'")[1]
+        section, _, name = key.partition(".")
+        if section in _SECTIONS:
+            valid = sorted(f.name for f in dataclasses.fields(_SECTIONS[section]))
+            return f"unknown option {key}; valid {section} options: {valid}"
+        return f"unknown option {key!r}; add it with +{key}=... only if you mean to"
+    full_key = getattr(exc, "full_key", None)
+    if full_key and "Missing mandatory value" in line:
+        return f"missing value for {full_key}: pass {full_key}=..."
+    return line
+
+
+def compose(overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """RunConfig for `focalbench train OVERRIDES...`."""
+    return from_dictconfig(compose_dict(overrides))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def to_yaml(cfg: RunConfig) -> str:
+    """The run's full config as YAML (written to the run folder as config.yaml)."""
+    import yaml
+
+    data = dataclasses.asdict(cfg)
+    data["run_id"] = cfg.run_id
+    return yaml.safe_dump(json.loads(json.dumps(data, default=list)), sort_keys=False)

@@ -1,0 +1,31 @@
+"""Inference on the validation set -> a COCO results list (image_id, category_id, bbox xywh, score)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, loader, cat_ids: list[int], image_size: int, device: torch.device) -> list[dict]:
+    """Detections in the original image coordinates of each image.
+
+    The dataset resizes every image to image_size x image_size (aspect not kept), so boxes are scaled back
+    by (w / S, h / S). Labels are contiguous indices; `cat_ids` maps them back to COCO category ids.
+    """
+    model.eval().to(device)
+    results = []
+    for images, targets in loader:
+        outputs = model([im.to(device) for im in images])
+        for out, target in zip(outputs, targets):
+            h, w = target["orig_size"]
+            boxes = out["boxes"].float().cpu()  # [D, 4] xyxy in resized pixels
+            boxes[:, 0::2] *= w / image_size
+            boxes[:, 1::2] *= h / image_size
+            boxes[:, 2:] -= boxes[:, :2]  # -> xywh
+            for box, score, label in zip(boxes.tolist(), out["scores"].tolist(), out["labels"].tolist()):
+                results.append({
+                    "image_id": int(target["image_id"]), "category_id": cat_ids[label],
+                    "bbox": [round(v, 2) for v in box], "score": round(float(score), 5),
+                })
+    return results

@@ -1,0 +1,178 @@
+"""One job end to end: data -> model -> fit -> predict -> metrics -> run folder -> one CSV row -> W&B.
+
+Bad input (InputError) stops before anything is recorded. Once training starts, every attempt ends in exactly
+one CSV row: ok, diverged (non-finite loss/gradient), failed (any other exception, with the error), or
+interrupted (Ctrl-C / SIGTERM; the next attempt resumes from the last epoch checkpoint).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import time
+import traceback
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from focalbench.config import RunConfig, to_yaml
+from focalbench.engine.datasets import build_datasets
+from focalbench.engine.predict import predict
+from focalbench.engine.train import Diverged, fit
+from focalbench.errors import InputError
+from focalbench.results.store import append_row, atomic_write_text, run_dir, status_of, write_json
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    status: str  # ok | failed | diverged | interrupted | skipped
+    run_dir: Path | None
+    metrics: dict[str, Any]
+    error: str = ""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError("train.device=cuda but CUDA is not available here; choose from ['auto', 'cpu']")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def git_sha() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             timeout=5, cwd=Path(__file__).parent)
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def base_row(cfg: RunConfig, rdir: Path, device: torch.device) -> dict[str, Any]:
+    """The config half of the CSV row."""
+    alpha = cfg.loss.alpha
+    return {
+        "run_id": cfg.run_id, "sweep_id": cfg.sweep_id, "model": cfg.model.name, "backbone": cfg.model.backbone,
+        "loss": cfg.loss.name, "alpha": "" if alpha is None else alpha,
+        # the focusing exponent: gamma, or beta for QFL (which has no gamma)
+        "gamma": cfg.loss.beta if cfg.loss.name == "qfl" else cfg.loss.gamma,
+        "matcher": cfg.matcher.name if cfg.model.name == "detr" else "",
+        "normalization": cfg.loss.normalization, "dataset": cfg.data.name,
+        "train_images": cfg.data.train_images, "val_images": cfg.data.val_images, "epochs": cfg.train.epochs,
+        "image_size": cfg.data.image_size, "seed": cfg.seed, "device": device.type,
+        "torch": torch.__version__, "git_sha": git_sha(), "run_dir": str(rdir),
+    }
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def run(cfg: RunConfig, force: bool = False, console=None) -> RunResult:
+    """Train and evaluate one config; skip it when its run id already has an ok row (unless force)."""
+    say = console.print if console is not None else (lambda *a, **k: None)
+    csv_path = Path(cfg.results_dir) / "runs.csv"
+    rid = cfg.run_id
+    if not force and status_of(csv_path).get(rid) == "ok":
+        return RunResult(rid, "skipped", None, {})
+
+    device = resolve_device(cfg.train.device)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    train_ds, val_ds = build_datasets(cfg.data, cfg.results_dir)  # InputError here: nothing recorded
+    rdir = run_dir(cfg.results_dir, rid, cfg.sweep_id, cfg.job_name)
+    try:
+        rdir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(rdir / "config.yaml", to_yaml(cfg))
+    except OSError as exc:
+        raise InputError(f"results_dir={cfg.results_dir!r} is not writable ({exc.strerror})") from exc
+
+    from focalbench.results.wandb_logger import WandbLogger
+
+    desc = f"{cfg.model.name} {cfg.loss.name} a={cfg.loss.alpha} g={cfg.loss.gamma}"
+    tags = [cfg.model.name, cfg.loss.name] + ([cfg.matcher.name] if cfg.model.name == "detr" else [])
+    logger = WandbLogger(cfg.wandb, cfg.science(), rid, cfg.sweep_id, rdir, desc, tags)
+
+    row = base_row(cfg, rdir, device)
+    row["started"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    t0 = time.perf_counter()
+    metrics: dict[str, Any] = {}
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if _main_thread() else None
+    try:
+        metrics = _train_and_evaluate(cfg, train_ds, val_ds, device, rdir, logger, say)
+        row.update(status="ok", **{k: metrics.get(k) for k in _METRIC_COLUMNS})
+    except Diverged as exc:
+        row.update(status="diverged", error=str(exc))
+    except KeyboardInterrupt:
+        row.update(status="interrupted", error="interrupted (resume by running the same command again)")
+        raise
+    except InputError:
+        raise
+    except Exception as exc:  # a crashed run is recorded, never lost; the traceback goes to the run folder
+        row.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+        atomic_write_text(rdir / "error.txt", traceback.format_exc())
+    finally:
+        if "status" in row:
+            row["wall_s"] = round(time.perf_counter() - t0, 1)
+            append_row(csv_path, row)
+            logger.finish(0 if row["status"] == "ok" else 1)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    return RunResult(rid, row["status"], rdir, metrics, row.get("error", ""))
+
+
+_METRIC_COLUMNS = ("mAP", "AP50", "AP75", "APs", "APm", "APl", "AR100", "laece0", "laace0", "lrp", "dece",
+                   "brier", "imgs_per_s")
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _train_and_evaluate(cfg: RunConfig, train_ds, val_ds, device, rdir: Path, logger, say) -> dict:
+    from focalbench.data import collate
+    from focalbench.metrics import evaluate, plot_reliability
+    from focalbench.models import build_model
+
+    seed_everything(cfg.seed)
+    model = build_model(cfg.model, cfg.loss, cfg.matcher, train_ds.num_classes, cfg.data.image_size)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    pin = device.type == "cuda"
+    train_loader = torch.utils.data.DataLoader(
+        train_ds, batch_size=cfg.train.batch_size, shuffle=True, collate_fn=collate, generator=generator,
+        drop_last=len(train_ds) >= cfg.train.batch_size,  # BatchNorm dislikes a last batch of one
+        num_workers=cfg.train.num_workers, pin_memory=pin,
+    )
+    val_loader = torch.utils.data.DataLoader(val_ds, batch_size=cfg.train.eval_batch_size, collate_fn=collate,
+                                             num_workers=cfg.train.num_workers, pin_memory=pin)
+
+    def on_epoch(epoch: int, log_row: dict) -> None:
+        logger.log({f"train/{k}": v for k, v in log_row.items() if k != "epoch"}, step=epoch)
+
+    say(f"[bold]{cfg.run_id}[/] {cfg.model.name}-{cfg.model.backbone} loss={cfg.loss.name} "
+        f"on {cfg.data.name} ({len(train_ds)} train / {len(val_ds)} val, {cfg.data.image_size}px, {device.type})")
+    fit_info = fit(model, train_loader, cfg.train, device, rdir, cfg.run_id, on_epoch=on_epoch)
+    dets = predict(model, val_loader, val_ds.cat_ids, cfg.data.image_size, device)
+    atomic_write_text(rdir / "detections.json", json.dumps(dets))
+    gt = json.loads(Path(val_ds.ann_file).read_text())
+    metrics = evaluate(gt, dets)
+    metrics["imgs_per_s"] = fit_info["imgs_per_s"]
+    metrics["run_id"] = cfg.run_id
+    metrics["resumed_from_epoch"] = fit_info["resumed_from"]
+    png = plot_reliability(metrics, rdir / "reliability.png")
+    write_json(rdir / "metrics.json", metrics)
+    logger.log_final(metrics, Path(png))
+    return metrics

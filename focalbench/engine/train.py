@@ -1,0 +1,167 @@
+"""The fit loop: AdamW/SGD, linear warm-up + cosine decay, gradient clipping, AMP on CUDA, a NaN/Inf guard,
+a per-epoch train_log.csv and a checkpoint each epoch that an interrupted run resumes from."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import time
+import warnings
+from pathlib import Path
+
+import torch
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from torch import nn
+
+TRAIN_LOG_COLUMNS = ("epoch", "loss", "loss_cls", "loss_box", "lr", "time_s", "imgs_per_s")
+
+
+class Diverged(RuntimeError):
+    """The loss or the gradient norm became NaN/Inf: the run ends with status `diverged`."""
+
+    def __init__(self, epoch: int, step: int, what: str):
+        super().__init__(f"{what} is not finite at epoch {epoch}, step {step}")
+        self.epoch, self.step = epoch, step
+
+
+def build_optimizer(model: nn.Module, train_cfg) -> torch.optim.Optimizer:
+    # no weight decay on norms and biases (standard for detectors trained from scratch)
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": train_cfg.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    if train_cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=train_cfg.lr, momentum=0.9)
+    return torch.optim.AdamW(groups, lr=train_cfg.lr)
+
+
+def warmup_cosine(total_iters: int, warmup_iters: int):
+    """LR factor: linear warm-up from 0.001 to 1, then cosine decay to 0 at total_iters."""
+    warmup_iters = min(warmup_iters, max(total_iters - 1, 0))
+
+    def factor(it: int) -> float:
+        if it < warmup_iters:
+            return 0.001 + (1 - 0.001) * it / warmup_iters
+        progress = (it - warmup_iters) / max(1, total_iters - warmup_iters)
+        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+    return factor
+
+
+def amp_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
+    """bf16 where the GPU supports it, else fp16 (with a GradScaler); None = no autocast (CPU)."""
+    if not enabled or device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # atomic: a kill leaves the previous checkpoint or the new one, never half of one
+
+
+def load_checkpoint(path: Path, run_id: str) -> dict | None:
+    """The run's last checkpoint, or None (missing, from another config, or corrupt: warn and start over)."""
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated or not a checkpoint: losing it costs time, not results
+        warnings.warn(f"{path}: unreadable checkpoint ({type(exc).__name__}); starting over", stacklevel=2)
+        return None
+    if not isinstance(state, dict) or state.get("run_id") != run_id:
+        warnings.warn(f"{path}: checkpoint of another config; starting over", stacklevel=2)
+        return None
+    return state
+
+
+def fit(model: nn.Module, loader, train_cfg, device: torch.device, run_dir: Path, run_id: str,
+        on_epoch=None) -> dict:
+    """Train `model` for train_cfg.epochs, resuming from run_dir/checkpoint.pt when it belongs to run_id.
+
+    Returns {"imgs_per_s", "epochs_run", "resumed_from"}. Raises Diverged on a non-finite loss or gradient.
+    `on_epoch(epoch, row)` is called after each epoch's log row (W&B logging, the DETR matching audit).
+    """
+    model.to(device)
+    optimizer = build_optimizer(model, train_cfg)
+    total_iters = train_cfg.epochs * len(loader)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_iters, train_cfg.warmup_iters))
+    dtype = amp_dtype(device, train_cfg.amp)
+    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+
+    ckpt_path, log_path = run_dir / "checkpoint.pt", run_dir / "train_log.csv"
+    start_epoch = 0
+    state = load_checkpoint(ckpt_path, run_id)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng"])
+        start_epoch = state["epoch"]
+    else:
+        with open(log_path, "w", newline="") as f:
+            csv.writer(f).writerow(TRAIN_LOG_COLUMNS)
+
+    images_seen, train_time = 0, 0.0
+    progress = Progress(
+        TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+        TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[ips]:.1f} img/s"),
+        TimeRemainingColumn(), disable=not train_cfg.progress, transient=True,
+    )
+    with progress:
+        for epoch in range(start_epoch, train_cfg.epochs):
+            model.train()
+            task = progress.add_task("train", total=len(loader), epoch=epoch + 1, loss=float("nan"), ips=0.0)
+            sums = {"loss": 0.0, "loss_cls": 0.0, "loss_box": 0.0}
+            t0, n_images = time.perf_counter(), 0
+            for step, (images, targets) in enumerate(loader):
+                images = [im.to(device, non_blocking=True) for im in images]
+                targets = [{k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v
+                            for k, v in t.items()} for t in targets]
+                with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                    losses = model(images, targets)
+                loss = sum(losses.values())
+                if not torch.isfinite(loss):
+                    raise Diverged(epoch + 1, step, "the loss")
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+                max_norm = train_cfg.clip_grad if train_cfg.clip_grad > 0 else float("inf")
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+                if not torch.isfinite(grad_norm) and not scaler.is_enabled():
+                    raise Diverged(epoch + 1, step, "the gradient norm")
+                scaler.step(optimizer)  # with fp16 a scaler skips inf steps itself
+                scaler.update()
+                scheduler.step()
+
+                n_images += len(images)
+                sums["loss"] += loss.item()
+                sums["loss_cls"] += losses.get("classification", loss).item()
+                sums["loss_box"] += sum(v.item() for k, v in losses.items() if k != "classification")
+                elapsed = time.perf_counter() - t0
+                progress.update(task, advance=1, loss=sums["loss"] / (step + 1), ips=n_images / elapsed)
+            epoch_time = time.perf_counter() - t0
+            progress.remove_task(task)
+            images_seen += n_images
+            train_time += epoch_time
+            steps = max(1, len(loader))
+            row = {"epoch": epoch + 1, **{k: v / steps for k, v in sums.items()},
+                   "lr": optimizer.param_groups[0]["lr"], "time_s": epoch_time,
+                   "imgs_per_s": n_images / max(epoch_time, 1e-9)}
+            with open(log_path, "a", newline="") as f:
+                csv.writer(f).writerow([f"{row[c]:.6g}" if isinstance(row[c], float) else row[c]
+                                        for c in TRAIN_LOG_COLUMNS])
+            save_checkpoint(ckpt_path, {
+                "run_id": run_id, "epoch": epoch + 1, "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(), "rng": torch.get_rng_state(),
+            })
+            if on_epoch is not None:
+                on_epoch(epoch + 1, row)
+    return {"imgs_per_s": images_seen / train_time if train_time else None,
+            "epochs_run": train_cfg.epochs - start_epoch, "resumed_from": start_epoch}

@@ -1,0 +1,27 @@
+"""Detectors by name. A builder takes (model_cfg, loss_cfg, matcher_cfg, num_classes, image_size)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+
+def _retinanet(model_cfg, loss_cfg, matcher_cfg, num_classes: int, image_size: int) -> nn.Module:
+    from focalbench.models.retinanet import build_retinanet
+
+    return build_retinanet(model_cfg, loss_cfg, num_classes, image_size)
+
+
+MODELS: dict[str, Callable[..., nn.Module]] = {"retinanet": _retinanet}
+
+
+def get_model_builder(name: str) -> Callable[..., nn.Module]:
+    try:
+        return MODELS[name.lower()]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; choose from {sorted(MODELS)}") from None
+
+
+def build_model(model_cfg, loss_cfg, matcher_cfg, num_classes: int, image_size: int) -> nn.Module:
+    return get_model_builder(model_cfg.name)(model_cfg, loss_cfg, matcher_cfg, num_classes, image_size)

@@ -1,0 +1,280 @@
+"""torchvision RetinaNet with the classification loss chosen by name and a vectorized loss head.
+
+torchvision's head hard-codes sigmoid focal loss (alpha 0.25, gamma 2), loops over images and normalizes per image.
+`FocalRetinaNet` keeps torchvision's backbone, FPN, anchors, matcher (IoU 0.5/0.4 with low-quality matches) and
+NMS, and replaces `compute_loss` with one batched computation: any loss of `focalbench.losses`, alpha/gamma/beta
+from the config, and the positive-count normalization named in the config. Optionally the box branch is the
+GFL head: per side a distribution over reg_max + 1 distances (in stride units), trained with DFL + GIoU.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
+from torchvision.models.detection.retinanet import (
+    RetinaNet,
+    RetinaNetClassificationHead,
+    RetinaNetHead,
+    RetinaNetRegressionHead,
+)
+from torchvision.ops import boxes as box_ops
+from torchvision.ops import generalized_box_iou_loss
+from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+
+from focalbench.losses import distribution_focal_loss, get_loss
+
+PRIOR_PROB = 0.01  # Lin et al. 2017: initial foreground probability, so early training isn't drowned by negatives
+DFL_WEIGHT = 0.25  # GFL's default weights of the DFL and GIoU terms
+GIOU_WEIGHT = 2.0
+
+
+@dataclass(frozen=True)
+class ClsLoss:
+    """The classification loss as the head uses it: a registry entry plus its hyper-parameters."""
+
+    name: str
+    alpha: float | tuple[float, ...] | None
+    gamma: float
+    beta: float
+    normalization: str  # num_pos_batch | num_pos_per_image
+
+    @property
+    def spec(self):
+        return get_loss(self.name)
+
+    @property
+    def softmax(self) -> bool:
+        return self.spec.kind == "softmax"
+
+    def kwargs(self) -> dict:
+        """Only the hyper-parameters the loss function takes (its registry `params`)."""
+        values = {"alpha": self.alpha, "gamma": self.gamma, "beta": self.beta}
+        return {k: values[k] for k in self.spec.params if k in values}
+
+
+class _StrideAnchors(AnchorGenerator):
+    """AnchorGenerator that remembers each level's stride and anchor count (the DFL head works in stride units)."""
+
+    def forward(self, image_list, feature_maps):
+        anchors = super().forward(image_list, feature_maps)
+        height = image_list.tensors.shape[-2]
+        self.level_strides = [height / f.shape[-2] for f in feature_maps]
+        self.level_counts = [f.shape[-2] * f.shape[-1] * self.num_anchors_per_location()[0] for f in feature_maps]
+        return anchors
+
+    def anchor_strides(self, device) -> Tensor:
+        """Stride of every anchor, in the order of the concatenated head outputs.  # [A]"""
+        return torch.cat(
+            [torch.full((n,), s, device=device) for s, n in zip(self.level_strides, self.level_counts)]
+        )
+
+
+class DFLRegressionHead(RetinaNetRegressionHead):
+    """GFL box branch: per anchor 4 sides x (reg_max + 1) logits of the distance to the box edge."""
+
+    def __init__(self, in_channels: int, num_anchors: int, reg_max: int, norm_layer=None):
+        super().__init__(in_channels, num_anchors, norm_layer=norm_layer)
+        self.bins = reg_max + 1
+        self.bbox_reg = nn.Conv2d(in_channels, num_anchors * 4 * self.bins, 3, padding=1)
+        nn.init.normal_(self.bbox_reg.weight, std=0.01)
+        nn.init.zeros_(self.bbox_reg.bias)
+
+    def forward(self, x: list[Tensor]) -> Tensor:
+        out = []
+        for features in x:
+            reg = self.bbox_reg(self.conv(features))
+            N, _, H, W = reg.shape
+            reg = reg.view(N, -1, 4 * self.bins, H, W).permute(0, 3, 4, 1, 2)
+            out.append(reg.reshape(N, -1, 4 * self.bins))  # [N, HWA, 4 * bins]
+        return torch.cat(out, dim=1)
+
+
+def elementwise_iou(a: Tensor, b: Tensor) -> Tensor:
+    """IoU of boxes a[i] and b[i] (xyxy).  a, b: [N, 4] -> [N]"""
+    lt = torch.max(a[:, :2], b[:, :2])
+    rb = torch.min(a[:, 2:], b[:, 2:])
+    inter = (rb - lt).clamp(min=0).prod(dim=1)
+    union = box_ops.box_area(a) + box_ops.box_area(b) - inter
+    return inter / union.clamp(min=1e-6)
+
+
+class FocalRetinaNet(RetinaNet):
+    """RetinaNet whose loss is `cls_loss` (any focalbench loss) and whose box branch is `l1` or `dfl`."""
+
+    def __init__(self, backbone, num_classes: int, cls_loss: ClsLoss, box_head: str = "l1",
+                 reg_max: int = 8, anchor_sizes=(16, 32, 64, 128, 256), image_size: int = 256,
+                 score_thresh: float = 0.01, detections_per_img: int = 100):
+        anchor_generator = _StrideAnchors(
+            tuple((s, int(s * 2 ** (1 / 3)), int(s * 2 ** (2 / 3))) for s in anchor_sizes),
+            ((0.5, 1.0, 2.0),) * len(anchor_sizes),
+        )
+        num_anchors = anchor_generator.num_anchors_per_location()[0]
+        # softmax losses need an explicit background class, the last logit (as DETR's no-object class)
+        out_classes = num_classes + 1 if cls_loss.softmax else num_classes
+        norm = partial(nn.GroupNorm, 32)  # from scratch, the heads train far better with GroupNorm (RetinaNet v2)
+        head = RetinaNetHead(backbone.out_channels, num_anchors, out_classes, norm_layer=norm)
+        head.classification_head = RetinaNetClassificationHead(
+            backbone.out_channels, num_anchors, out_classes, prior_probability=PRIOR_PROB, norm_layer=norm
+        )
+        if cls_loss.softmax:
+            # p(each fg class) = PRIOR_PROB at init: fg biases 0, background bias log(1/pi - C)
+            bias = head.classification_head.cls_logits.bias.detach().view(num_anchors, out_classes)
+            bias[:, :num_classes] = 0.0
+            bias[:, num_classes] = math.log(1 / PRIOR_PROB - num_classes)
+        if box_head == "dfl":
+            head.regression_head = DFLRegressionHead(backbone.out_channels, num_anchors, reg_max, norm)
+        super().__init__(
+            backbone, out_classes, min_size=image_size, max_size=image_size,
+            anchor_generator=anchor_generator, head=head, score_thresh=score_thresh,
+            detections_per_img=detections_per_img,
+        )
+        self.num_classes = num_classes
+        self.cls_loss = cls_loss
+        self.loss_fn = cls_loss.spec.fn
+        self.box_head = box_head
+        self.reg_max = reg_max
+
+    # ---- boxes -------------------------------------------------------------------------------
+    def decode(self, box_out: Tensor, anchors: Tensor, strides: Tensor) -> Tensor:
+        """Boxes xyxy from the box branch.  box_out: [N, 4] deltas or [N, 4 * bins]; anchors [N, 4]; strides [N]"""
+        if self.box_head == "l1":
+            return self.box_coder.decode_single(box_out, anchors)
+        prob = box_out.float().view(-1, 4, self.reg_max + 1).softmax(-1)  # [N, 4, bins]
+        bins = torch.arange(self.reg_max + 1, device=box_out.device, dtype=prob.dtype)
+        dist = (prob * bins).sum(-1) * strides[:, None]  # expected l, t, r, b in pixels
+        centre = (anchors[:, :2] + anchors[:, 2:]) / 2
+        return torch.cat([centre - dist[:, :2], centre + dist[:, 2:]], dim=1)
+
+    def _box_loss(self, box_out: Tensor, gt: Tensor, anchors: Tensor, strides: Tensor,
+                  pred: Tensor) -> Tensor:
+        """Per-positive box loss.  box_out [P, 4|4*bins], gt/anchors/pred [P, 4], strides [P] -> [P]"""
+        if self.box_head == "l1":
+            return F.l1_loss(box_out, self.box_coder.encode_single(gt, anchors), reduction="none").sum(1)
+        centre = (anchors[:, :2] + anchors[:, 2:]) / 2
+        dist = torch.cat([centre - gt[:, :2], gt[:, 2:] - centre], dim=1) / strides[:, None]  # [P, 4]
+        # GFL clamps just below reg_max; our DFL accepts the last bin itself
+        dist = dist.clamp(0, self.reg_max)
+        dfl = distribution_focal_loss(box_out.reshape(-1, self.reg_max + 1), dist.reshape(-1)).view(-1, 4)
+        giou = generalized_box_iou_loss(pred, gt, reduction="none")
+        return DFL_WEIGHT * dfl.mean(1) + GIOU_WEIGHT * giou
+
+    # ---- loss --------------------------------------------------------------------------------
+    def compute_loss(self, targets, head_outputs, anchors):
+        cls_logits = head_outputs["cls_logits"]  # [B, A, K]
+        box_out = head_outputs["bbox_regression"]  # [B, A, 4] or [B, A, 4 * bins]
+        B, A, _ = cls_logits.shape
+        C = self.num_classes
+        anchors = torch.stack(anchors)  # [B, A, 4]
+        strides = self.anchor_generator.anchor_strides(cls_logits.device)  # [A]
+
+        matched = cls_logits.new_full((B, A), -1, dtype=torch.long)  # -1 background, -2 ignored
+        gt_boxes = anchors.new_zeros(B, A, 4)
+        gt_labels = matched.new_zeros(B, A)
+        for b, t in enumerate(targets):  # matching is per image; everything after is batched
+            if t["boxes"].numel():
+                matched[b] = self.proposal_matcher(box_ops.box_iou(t["boxes"], anchors[b]))
+                idx = matched[b].clamp(min=0)
+                gt_boxes[b], gt_labels[b] = t["boxes"][idx], t["labels"][idx]
+        fg = matched >= 0  # [B, A]
+        valid = matched != self.proposal_matcher.BETWEEN_THRESHOLDS
+        num_pos = fg.sum(1)  # [B]
+
+        fg_b, fg_a = fg.nonzero(as_tuple=True)
+        pos_out = box_out[fg_b, fg_a]
+        pos_gt, pos_anchors, pos_strides = gt_boxes[fg_b, fg_a], anchors[fg_b, fg_a], strides[fg_a]
+        pos_pred = self.decode(pos_out if self.box_head == "dfl" else pos_out.detach(), pos_anchors, pos_strides)
+
+        spec = self.cls_loss.spec
+        kwargs = self.cls_loss.kwargs()
+        if spec.kind == "softmax":
+            labels = torch.where(fg, gt_labels, C).masked_fill(~valid, -100)  # background = class C
+            cls = self.loss_fn(cls_logits.flatten(0, 1), labels.flatten(), reduction="none", **kwargs)
+            cls_per_image = cls.view(B, A).sum(1)
+        else:
+            target = torch.zeros_like(cls_logits)
+            if spec.target == "iou":  # QFL/VFL: the IoU of the detached predicted box with its gt
+                quality = elementwise_iou(pos_pred.detach(), pos_gt).clamp(min=1e-6).to(target.dtype)
+            else:
+                quality = 1.0
+            target[fg_b, fg_a, gt_labels[fg_b, fg_a]] = quality
+            cls = self.loss_fn(cls_logits, target, reduction="none", **kwargs)  # [B, A, C]
+            cls_per_image = (cls * valid[..., None]).sum((1, 2))
+
+        box = self._box_loss(pos_out, pos_gt, pos_anchors, pos_strides, pos_pred)
+        box_per_image = cls_per_image.new_zeros(B).index_add(0, fg_b, box.to(cls_per_image.dtype))
+        if self.cls_loss.normalization == "num_pos_batch":  # mmdet, DETR: one count for the whole batch
+            norm = num_pos.sum().clamp(min=1)
+            return {"classification": cls_per_image.sum() / norm, "bbox_regression": box_per_image.sum() / norm}
+        norm = num_pos.clamp(min=1)  # torchvision: per image, then the mean over images
+        return {"classification": (cls_per_image / norm).mean(), "bbox_regression": (box_per_image / norm).mean()}
+
+    # ---- inference ---------------------------------------------------------------------------
+    def postprocess_detections(self, head_outputs, anchors, image_shapes):
+        """Top-k per level above `score_thresh`, class-wise NMS, best `detections_per_img` per image."""
+        strides = self.anchor_generator.level_strides
+        detections = []
+        for index, image_shape in enumerate(image_shapes):
+            boxes_all, scores_all, labels_all = [], [], []
+            for level, anchors_l in enumerate(anchors[index]):
+                logits = head_outputs["cls_logits"][level][index]  # [A_l, K]
+                if self.cls_loss.softmax:
+                    scores = logits.float().softmax(-1)[:, : self.num_classes]  # background excluded
+                else:
+                    scores = logits.float().sigmoid()
+                scores = scores.flatten()
+                keep = torch.where(scores > self.score_thresh)[0]
+                scores, order = scores[keep].topk(min(self.topk_candidates, keep.numel()))
+                flat_idx = keep[order]
+                anchor_idx = flat_idx // self.num_classes
+                stride = torch.full((anchor_idx.numel(),), strides[level], device=logits.device)
+                box_out = head_outputs["bbox_regression"][level][index][anchor_idx]
+                boxes = self.decode(box_out, anchors_l[anchor_idx], stride)
+                boxes_all.append(box_ops.clip_boxes_to_image(boxes, image_shape))
+                scores_all.append(scores)
+                labels_all.append(flat_idx % self.num_classes)
+            boxes, scores, labels = torch.cat(boxes_all), torch.cat(scores_all), torch.cat(labels_all)
+            keep = box_ops.batched_nms(boxes, scores, labels, self.nms_thresh)[: self.detections_per_img]
+            detections.append({"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]})
+        return detections
+
+
+def build_retinanet(model_cfg, loss_cfg, num_classes: int, image_size: int) -> FocalRetinaNet:
+    """RetinaNet with a ResNet-18/50 FPN (P3-P7) trained from scratch with BatchNorm (frozen BN is for
+    ImageNet weights), or with the backbone weights of a local torchvision checkpoint (`weights_path`)."""
+    backbone = resnet_fpn_backbone(
+        backbone_name=model_cfg.backbone, weights=None, norm_layer=nn.BatchNorm2d, trainable_layers=5,
+        returned_layers=[2, 3, 4], extra_blocks=LastLevelP6P7(256, 256),
+    )
+    if model_cfg.weights_path:
+        load_backbone_weights(backbone.body, model_cfg.weights_path)
+    cls_loss = ClsLoss(loss_cfg.name, loss_cfg.alpha, loss_cfg.gamma, loss_cfg.beta, loss_cfg.normalization)
+    return FocalRetinaNet(
+        backbone, num_classes, cls_loss, box_head=model_cfg.box_head, reg_max=model_cfg.reg_max,
+        anchor_sizes=tuple(model_cfg.anchor_sizes), image_size=image_size,
+        score_thresh=model_cfg.score_thresh, detections_per_img=model_cfg.detections_per_img,
+    )
+
+
+def load_backbone_weights(body: nn.Module, path: str) -> None:
+    """Load a torchvision ResNet state dict (a local file; nothing is downloaded) into the FPN body."""
+    from focalbench.errors import InputError
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError as exc:
+        raise InputError(f"model.weights_path={path!r}: no such file") from exc
+    except Exception as exc:  # a truncated or foreign file
+        raise InputError(f"model.weights_path={path!r} is not a loadable state dict: {exc}") from exc
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    missing, _ = body.load_state_dict(state, strict=False)
+    if missing:
+        raise InputError(
+            f"model.weights_path={path!r} does not fit model.backbone (missing e.g. {missing[0]!r})"
+        )

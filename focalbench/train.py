@@ -1,0 +1,32 @@
+"""Hydra entry point: `python -m focalbench.train [-m] OVERRIDES...` (Hydra multirun and launchers work).
+
+The task function is module-level so that launchers can pickle it. It does what `focalbench train` does.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from focalbench.errors import InputError
+
+
+@hydra.main(version_base="1.3", config_path="pkg://focalbench.conf", config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    from focalbench.config import from_dictconfig
+    from focalbench.engine.run import run
+
+    force = bool(cfg.get("force", False)) if "force" in cfg else False
+    try:
+        result = run(from_dictconfig(cfg), force=force)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    print(f"{result.run_id}: {result.status}" + (f" ({result.error})" if result.error else ""))
+    return result.metrics.get("mAP")
+
+
+if __name__ == "__main__":
+    main()
