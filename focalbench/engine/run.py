@@ -164,7 +164,17 @@ def _train_and_evaluate(cfg: RunConfig, train_ds, val_ds, device, rdir: Path, lo
 
     say(f"[bold]{cfg.run_id}[/] {cfg.model.name}-{cfg.model.backbone} loss={cfg.loss.name} "
         f"on {cfg.data.name} ({len(train_ds)} train / {len(val_ds)} val, {cfg.data.image_size}px, {device.type})")
-    fit_info = fit(model, train_loader, cfg.train, device, rdir, cfg.run_id, on_epoch=on_epoch)
+    epoch_extras = None
+    if hasattr(model, "matching_audit"):  # DETR: how the matching cost assigns queries, on a fixed probe batch
+        probe_images, probe_targets = collate([val_ds[i] for i in range(min(len(val_ds), 16))])
+
+        def epoch_extras() -> dict:
+            return model.matching_audit([im.to(device) for im in probe_images],
+                                        [{k: v.to(device) if torch.is_tensor(v) else v for k, v in t.items()}
+                                         for t in probe_targets])
+
+    fit_info = fit(model, train_loader, cfg.train, device, rdir, cfg.run_id, on_epoch=on_epoch,
+                   epoch_extras=epoch_extras)
     dets = predict(model, val_loader, val_ds.cat_ids, cfg.data.image_size, device)
     atomic_write_text(rdir / "detections.json", json.dumps(dets))
     gt = json.loads(Path(val_ds.ann_file).read_text())
@@ -172,6 +182,8 @@ def _train_and_evaluate(cfg: RunConfig, train_ds, val_ds, device, rdir: Path, lo
     metrics["imgs_per_s"] = fit_info["imgs_per_s"]
     metrics["run_id"] = cfg.run_id
     metrics["resumed_from_epoch"] = fit_info["resumed_from"]
+    if epoch_extras is not None:
+        metrics["matching_audit"] = epoch_extras()
     png = plot_reliability(metrics, rdir / "reliability.png")
     write_json(rdir / "metrics.json", metrics)
     logger.log_final(metrics, Path(png))

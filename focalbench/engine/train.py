@@ -14,7 +14,7 @@ import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
-TRAIN_LOG_COLUMNS = ("epoch", "loss", "loss_cls", "loss_box", "lr", "time_s", "imgs_per_s")
+TRAIN_LOG_COLUMNS = ("epoch", "loss", "loss_cls", "loss_box", "lr", "time_s", "imgs_per_s")  # + epoch_extras
 
 
 class Diverged(RuntimeError):
@@ -80,11 +80,12 @@ def load_checkpoint(path: Path, run_id: str) -> dict | None:
 
 
 def fit(model: nn.Module, loader, train_cfg, device: torch.device, run_dir: Path, run_id: str,
-        on_epoch=None) -> dict:
+        on_epoch=None, epoch_extras=None) -> dict:
     """Train `model` for train_cfg.epochs, resuming from run_dir/checkpoint.pt when it belongs to run_id.
 
     Returns {"imgs_per_s", "epochs_run", "resumed_from"}. Raises Diverged on a non-finite loss or gradient.
-    `on_epoch(epoch, row)` is called after each epoch's log row (W&B logging, the DETR matching audit).
+    `epoch_extras()` returns extra log columns measured after each epoch (the DETR matching audit: its keys
+    must be the same every epoch); `on_epoch(epoch, row)` is called with the full row (W&B logging).
     """
     model.to(device)
     optimizer = build_optimizer(model, train_cfg)
@@ -103,9 +104,6 @@ def fit(model: nn.Module, loader, train_cfg, device: torch.device, run_dir: Path
         scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"])
         start_epoch = state["epoch"]
-    else:
-        with open(log_path, "w", newline="") as f:
-            csv.writer(f).writerow(TRAIN_LOG_COLUMNS)
 
     images_seen, train_time = 0, 0.0
     progress = Progress(
@@ -153,9 +151,14 @@ def fit(model: nn.Module, loader, train_cfg, device: torch.device, run_dir: Path
             row = {"epoch": epoch + 1, **{k: v / steps for k, v in sums.items()},
                    "lr": optimizer.param_groups[0]["lr"], "time_s": epoch_time,
                    "imgs_per_s": n_images / max(epoch_time, 1e-9)}
-            with open(log_path, "a", newline="") as f:
-                csv.writer(f).writerow([f"{row[c]:.6g}" if isinstance(row[c], float) else row[c]
-                                        for c in TRAIN_LOG_COLUMNS])
+            if epoch_extras is not None:
+                row.update(epoch_extras())
+                model.train()
+            new_log = epoch == 0 or not log_path.is_file()
+            with open(log_path, "w" if new_log else "a", newline="") as f:
+                if new_log:
+                    csv.writer(f).writerow(list(row))
+                csv.writer(f).writerow([f"{v:.6g}" if isinstance(v, float) else v for v in row.values()])
             save_checkpoint(ckpt_path, {
                 "run_id": run_id, "epoch": epoch + 1, "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
