@@ -60,6 +60,77 @@ def train(
     print_metrics(result.metrics, title=f"{result.run_id} — {result.run_dir}")
 
 
+@app.command(context_settings=_EXTRA)
+def sweep(
+    overrides: Annotated[list[str] | None, typer.Argument(
+        help="Hydra multirun grid, e.g. loss=focal,bce loss.gamma=0,1,2 seed=0,1", show_default=False)] = None,
+    jobs: Annotated[int, typer.Option(min=1, help="CPU jobs side by side (threads split between them).")] = 1,
+    gpus: Annotated[str | None, typer.Option(help="GPU pool, e.g. 0,1: one process per job per GPU.")] = None,
+    jobs_per_gpu: Annotated[int, typer.Option(min=1, help="Jobs sharing one GPU (small models).")] = 1,
+    launcher: Annotated[str, typer.Option(
+        help="pool (local CPU/GPU pool) or a Hydra launcher config, e.g. submitit_slurm.")] = "pool",
+    sweep_id: Annotated[str | None, typer.Option(help="Folder name under results/sweeps/ (default: "
+                                                      "a hash of the overrides, so a re-run resumes).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the job table, run nothing.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Re-run jobs that already have an ok row.")] = False,
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Re-run failed/diverged jobs.")] = False,
+) -> None:
+    """Run a grid of trainings; skip finished ones; print a summary (exit 1 if any job failed)."""
+    from focalbench import sweep as sweeper
+
+    gpu_ids = _parse_gpus(gpus)
+    if launcher != "pool":
+        code = sweeper.run_hydra_launcher(overrides or [], launcher, sweep_id, dry_run=dry_run)
+    else:
+        code = sweeper.run_sweep(overrides or [], jobs=jobs, gpus=gpu_ids, jobs_per_gpu=jobs_per_gpu,
+                                 sweep_id=sweep_id, dry_run=dry_run, force=force, retry_failed=retry_failed,
+                                 console=out)
+    raise typer.Exit(code)
+
+
+def _parse_gpus(gpus: str | None) -> list[int] | None:
+    if gpus is None:
+        return None
+    try:
+        return [int(g) for g in gpus.split(",") if g.strip()]
+    except ValueError:
+        raise InputError(f"--gpus={gpus!r}: expected GPU indices such as 0,1") from None
+
+
+@app.command()
+def leaderboard(
+    csv: Annotated[Path, typer.Option(help="The runs CSV.")] = Path("results/runs.csv"),
+    sort: Annotated[str, typer.Option(help="Metric to sort by (lower-is-better metrics sort ascending).")]
+    = "mAP",
+    where: Annotated[list[str] | None, typer.Option(help="Filter key=value on any column; repeatable.")]
+    = None,
+    by_seed: Annotated[bool, typer.Option("--by-seed", help="One line per run instead of mean ± std.")]
+    = False,
+    fmt: Annotated[str, typer.Option("--format", help="table, csv or md.")] = "table",
+    plot: Annotated[Path | None, typer.Option(help="Write alpha x gamma heatmaps (and a mAP vs LaECE0 "
+                                                   "scatter next to it) to this PNG.")] = None,
+    rebuild: Annotated[bool, typer.Option("--rebuild", help="Regenerate the CSV from the run folders "
+                                                            "first.")] = False,
+) -> None:
+    """Rank runs: latest row per run id, seeds aggregated as mean ± std."""
+    from focalbench.results import leaderboard as lb
+    from focalbench.results.store import read_rows
+
+    if fmt not in ("table", "csv", "md"):
+        raise InputError(f"--format={fmt!r}; choose from ['csv', 'md', 'table']")
+    if rebuild:
+        n = lb.rebuild(csv.parent, csv)
+        err.print(f"rebuilt {csv} from the run folders: {n} rows")
+    board = lb.leaderboard(read_rows(csv), sort=sort, where=where or [], by_seed=by_seed)
+    if fmt == "table":
+        out.print(lb.to_rich_table(board))
+    else:
+        sys.stdout.write(lb.to_csv(board) if fmt == "csv" else lb.to_markdown(board))
+    if plot is not None:
+        for path in lb.plot(board, plot, metric=sort if sort in lb.METRICS else "mAP"):
+            err.print(f"wrote {path}")
+
+
 @app.command()
 def evaluate(
     gt: Annotated[Path, typer.Argument(help="COCO ground-truth json.", show_default=False)],

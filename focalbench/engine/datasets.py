@@ -99,8 +99,13 @@ def coco_files(data_cfg, results_dir: str | Path) -> tuple[tuple[Path, Path], tu
 def _subset(ann: Path, images: Path, out: Path, n: int, cats, seed: int) -> None:
     if n == 0 and not cats:  # all images: a plain copy keeps the user's json as it is
         shutil.copyfile(ann, out)
-    else:
-        subset_coco(ann, images, out, n=n if n else 10**9, categories=cats, seed=seed)
+        return
+    if n == 0:  # all images holding one of the categories
+        coco = load_coco_json(ann)
+        wanted = {c["id"] for c in coco.get("categories", []) if c.get("name") in cats}
+        n = len({a["image_id"] for a in coco.get("annotations", [])
+                 if a.get("category_id") in wanted and not a.get("iscrowd")}) or 1
+    subset_coco(ann, images, out, n=n, categories=cats, seed=seed)
 
 
 def build_datasets(data_cfg, results_dir: str | Path) -> tuple[CocoDetection, CocoDetection]:

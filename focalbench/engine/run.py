@@ -94,6 +94,8 @@ def run(cfg: RunConfig, force: bool = False, console=None) -> RunResult:
     rdir = run_dir(cfg.results_dir, rid, cfg.sweep_id, cfg.job_name)
     try:
         rdir.mkdir(parents=True, exist_ok=True)
+        if force:  # start over: the checkpoint of a finished run would only be re-evaluated
+            (rdir / "checkpoint.pt").unlink(missing_ok=True)
         atomic_write_text(rdir / "config.yaml", to_yaml(cfg))
     except OSError as exc:
         raise InputError(f"results_dir={cfg.results_dir!r} is not writable ({exc.strerror})") from exc
@@ -125,6 +127,7 @@ def run(cfg: RunConfig, force: bool = False, console=None) -> RunResult:
     finally:
         if "status" in row:
             row["wall_s"] = round(time.perf_counter() - t0, 1)
+            write_json(rdir / "row.json", row)  # lets `leaderboard --rebuild` regenerate runs.csv
             append_row(csv_path, row)
             logger.finish(0 if row["status"] == "ok" else 1)
         if previous is not None:
@@ -164,14 +167,15 @@ def _train_and_evaluate(cfg: RunConfig, train_ds, val_ds, device, rdir: Path, lo
 
     say(f"[bold]{cfg.run_id}[/] {cfg.model.name}-{cfg.model.backbone} loss={cfg.loss.name} "
         f"on {cfg.data.name} ({len(train_ds)} train / {len(val_ds)} val, {cfg.data.image_size}px, {device.type})")
-    epoch_extras = None
+    epoch_extras, audit = None, {}
     if hasattr(model, "matching_audit"):  # DETR: how the matching cost assigns queries, on a fixed probe batch
         probe_images, probe_targets = collate([val_ds[i] for i in range(min(len(val_ds), 16))])
 
         def epoch_extras() -> dict:
-            return model.matching_audit([im.to(device) for im in probe_images],
+            audit.update(model.matching_audit([im.to(device) for im in probe_images],
                                         [{k: v.to(device) if torch.is_tensor(v) else v for k, v in t.items()}
-                                         for t in probe_targets])
+                                         for t in probe_targets]))
+            return dict(audit)
 
     fit_info = fit(model, train_loader, cfg.train, device, rdir, cfg.run_id, on_epoch=on_epoch,
                    epoch_extras=epoch_extras)
@@ -182,8 +186,8 @@ def _train_and_evaluate(cfg: RunConfig, train_ds, val_ds, device, rdir: Path, lo
     metrics["imgs_per_s"] = fit_info["imgs_per_s"]
     metrics["run_id"] = cfg.run_id
     metrics["resumed_from_epoch"] = fit_info["resumed_from"]
-    if epoch_extras is not None:
-        metrics["matching_audit"] = epoch_extras()
+    if audit:
+        metrics["matching_audit"] = audit  # as measured after the last epoch
     png = plot_reliability(metrics, rdir / "reliability.png")
     write_json(rdir / "metrics.json", metrics)
     logger.log_final(metrics, Path(png))

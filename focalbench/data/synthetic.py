@@ -1,0 +1,334 @@
+"""The embedded dataset: procedurally drawn shapes written as a COCO-format json plus PNG files.
+
+It exists so that every command works without COCO, and it is built to exercise what the losses
+under comparison care about (issue 3, item 2):
+
+- class imbalance: a long-tailed category frequency (`CATEGORY_FREQ`, head/tail = 20x);
+- scale: object boxes span COCO's small (< 32^2 px), medium and large (> 96^2 px) at 256 px;
+- easy negatives: textured backgrounds (gradients, stripes, blotches, checkers, grain, lines);
+- hard negatives: unannotated distractors in the same colours (outline-only polygons, pac-men,
+  elongated ellipses, hexagons, lumpy blobs);
+- partial occlusion: items overlap, but no item loses more than `MAX_OCCLUDED` of its box.
+
+Shapes are told apart by outline, never by colour (colours are random), and drawn without
+anti-aliasing so edges stay clean enough for a small RetinaNet trained from scratch on CPU.
+
+Every image draws from its own generator seeded with (seed, index), so image i is the same
+whatever n_images is, and the same arguments give byte-identical files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from focalbench.errors import InputError
+
+SYNTH_CATEGORIES: list[str] = ["circle", "square", "triangle", "star", "ring", "cross"]
+# Probability of each category (same order). The rarest is 20x rarer than the head class: the
+# default 200 images hold ~800 objects, so the tail still has ~15 (~30 in a 400-image set).
+CATEGORY_FREQ = np.array([0.50, 0.22, 0.13, 0.08, 0.045, 0.025])
+# Object box side, as a fraction of the image side, drawn log-uniformly. At 256 px: 11.5..128 px,
+# so COCO's small/medium/large area ranges are all populated (about 49/42/9 % of objects).
+OBJ_SIZE = (0.045, 0.5)
+DISTRACTOR_SIZE = (0.06, 0.3)
+MAX_OBJECTS = 8
+MAX_DISTRACTORS = 4
+# An item may lose at most this fraction of its box to items drawn later, so it stays recognisable.
+MAX_OCCLUDED = 0.45
+# Probability that an object is placed straddling an earlier item's edge, forcing some occlusion.
+P_OVERLAP = 0.35
+MIN_IMAGE_SIZE = 64
+
+
+def _regular(n: int, start_deg: float = 90.0, radii: tuple[float, ...] = (1.0,)) -> np.ndarray:
+    """Vertices [n*len(radii), 2] of a regular polygon (or a star when two radii alternate)."""
+    k = n * len(radii)
+    ang = np.deg2rad(start_deg) + 2 * np.pi * np.arange(k) / k
+    r = np.resize(np.array(radii), k)
+    return np.stack([r * np.cos(ang), -r * np.sin(ang)], axis=1)
+
+
+# A plus sign with arms one third of its span wide.
+_CROSS = np.array(
+    [(-1, -1 / 3), (-1 / 3, -1 / 3), (-1 / 3, -1), (1 / 3, -1), (1 / 3, -1 / 3), (1, -1 / 3),
+     (1, 1 / 3), (1 / 3, 1 / 3), (1 / 3, 1), (-1 / 3, 1), (-1 / 3, 1 / 3), (-1, 1 / 3)],
+    dtype=float,
+)  # fmt: skip
+_POLYGONS = {
+    "square": _regular(4, 45.0),
+    "triangle": _regular(3),
+    "star": _regular(5, radii=(1.0, 0.42)),
+    "cross": _CROSS,
+}
+_HEXAGON = _regular(6)
+_ELLIPSE = _regular(24)
+
+
+@lru_cache(maxsize=4)
+def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised pixel coordinates xx, yy, each [S, S] float32 in [0, 1)."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    return xx, yy
+
+
+def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A textured background [S, S, 3] uint8: a two-colour gradient plus one texture."""
+    xx, yy = _grid(size)
+    theta = rng.uniform(0, 2 * np.pi)
+    t = xx * np.float32(math.cos(theta)) + yy * np.float32(math.sin(theta))
+    t = (t - t.min()) / (t.max() - t.min() + 1e-6)
+    # Mid-range colours leave room for contrasting objects on either side.
+    c0, c1 = rng.uniform(40, 215, (2, 3)).astype(np.float32)
+    img = c0 + (c1 - c0) * t[..., None]  # [S, S, 3]
+    amp = np.float32(rng.uniform(12, 35))
+    tint = rng.uniform(-1, 1, 3).astype(np.float32)
+    kind = rng.integers(4)
+    if kind == 0:  # stripes of random frequency and orientation
+        phi = rng.uniform(0, np.pi)
+        freq = rng.uniform(3, 14) * 2 * np.pi
+        u = xx * np.float32(math.cos(phi)) + yy * np.float32(math.sin(phi))
+        img += amp * np.sin(np.float32(freq) * u)[..., None] * tint
+    elif kind == 1:  # low-frequency colour blotches
+        k = int(rng.integers(3, 9))
+        low = rng.integers(0, 256, (k, k, 3), dtype=np.uint8)
+        up = np.asarray(Image.fromarray(low).resize((size, size), Image.BILINEAR), np.float32)
+        img += (up - 127.5) * (amp / 127.5)
+    elif kind == 2:  # checkerboard
+        cells = rng.uniform(4, 16)
+        sign = np.sign(np.sin(cells * np.pi * xx) * np.sin(cells * np.pi * yy))
+        img += amp * sign[..., None] * tint
+    # kind 3: plain gradient (grain and lines are added to all kinds)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _contrasting_colour(rng: np.random.Generator, under: np.ndarray) -> tuple[int, int, int]:
+    """A random colour far from `under` (mean RGB of the region it covers), so it is visible."""
+    for _ in range(8):
+        c = rng.integers(0, 256, 3)
+        if np.abs(c - under).max() >= 90:
+            return int(c[0]), int(c[1]), int(c[2])
+    inv = 255 - under  # rare fallback: the complement is always far from mid-range backgrounds
+    return int(inv[0]), int(inv[1]), int(inv[2])
+
+
+def _shape(rng: np.random.Generator, unit: np.ndarray, span: float) -> np.ndarray:
+    """Rotate unit vertices at random, stretch slightly, scale so the longer box side is `span`.
+
+    Returns vertices [K, 2] whose bounding box starts at (0, 0).
+    """
+    a = rng.uniform(0, 2 * np.pi)
+    rot = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
+    v = unit @ rot.T
+    v = v * np.array([1.0, math.exp(rng.uniform(-0.15, 0.15))])
+    v = v - v.min(axis=0)
+    return v * (span / v.max())
+
+
+def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
+    return math.exp(rng.uniform(math.log(lo), math.log(hi)))
+
+
+def _occlusion_ok(box: np.ndarray, boxes: list[np.ndarray], covered: list[float]) -> bool:
+    """True if drawing `box` on top leaves every earlier box at most MAX_OCCLUDED covered.
+
+    Boxes are xyxy; coverage is measured on boxes (a cheap, conservative proxy for pixels) and
+    accumulated over later items.
+    """
+    for prev, cov in zip(boxes, covered, strict=True):
+        iw = min(box[2], prev[2]) - max(box[0], prev[0])
+        ih = min(box[3], prev[3]) - max(box[1], prev[1])
+        if iw > 0 and ih > 0:
+            area = (prev[2] - prev[0]) * (prev[3] - prev[1])
+            if cov + iw * ih / area > MAX_OCCLUDED:
+                return False
+    return True
+
+
+def _place(
+    rng: np.random.Generator,
+    w: float,
+    h: float,
+    size: int,
+    boxes: list[np.ndarray],
+    covered: list[float],
+    near: bool,
+) -> np.ndarray | None:
+    """An xyxy w x h box inside the image, or None when no try keeps occlusion partial."""
+    for _ in range(10):
+        if near and boxes:
+            # Centre the new box on a random point of an earlier box's border: a partial overlap.
+            prev = boxes[int(rng.integers(len(boxes)))]
+            cx = rng.uniform(prev[0], prev[2])
+            cy = (
+                rng.choice([prev[1], prev[3]])
+                if rng.random() < 0.5
+                else rng.uniform(prev[1], prev[3])
+            )
+            x0 = float(np.clip(cx - w / 2, 0, size - w))
+            y0 = float(np.clip(cy - h / 2, 0, size - h))
+        else:
+            x0, y0 = rng.uniform(0, size - w), rng.uniform(0, size - h)
+        box = np.array([x0, y0, x0 + w, y0 + h])  # xyxy
+        if _occlusion_ok(box, boxes, covered):
+            return box
+    return None
+
+
+def _unit_polygon(rng: np.random.Generator, kind: str) -> np.ndarray:
+    """Vertices [K, 2] around the origin for an object polygon or a distractor kind."""
+    if kind == "outline":  # drawn as a thin outline: an object's silhouette without its fill
+        return _POLYGONS[("square", "triangle", "star")[int(rng.integers(3))]]
+    if kind == "ellipse":  # too elongated to pass for a circle
+        return _ELLIPSE * np.array([1.0, rng.uniform(0.22, 0.4)])
+    if kind == "hexagon":
+        return _HEXAGON
+    if kind == "blob":  # a lumpy nonagon
+        return _regular(9) * rng.uniform(0.7, 1.0, (9, 1))
+    return _POLYGONS[kind]
+
+
+def _draw_image(rng: np.random.Generator, size: int) -> tuple[Image.Image, list[tuple[int, list]]]:
+    """One image and its objects as (category index, bbox xywh) pairs; distractors go unlisted."""
+    img = Image.fromarray(_background(rng, size))
+    draw = ImageDraw.Draw(img)
+    for _ in range(int(rng.integers(0, 6))):  # clutter: thin lines behind everything
+        pts = rng.uniform(0, size, 4)
+        draw.line(pts.tolist(), fill=tuple(int(c) for c in rng.integers(0, 256, 3)), width=1)
+
+    n_obj = int(rng.integers(1, MAX_OBJECTS + 1))
+    n_dis = int(rng.integers(0, MAX_DISTRACTORS + 1))
+    # The first item is an object and is always placed (nothing to occlude yet): no image is empty.
+    rest = rng.permutation(np.r_[np.ones(n_obj - 1, bool), np.zeros(n_dis, bool)])
+    is_obj = np.r_[True, rest]
+    boxes: list[np.ndarray] = []  # xyxy of every item drawn so far
+    covered: list[float] = []
+    objects: list[tuple[int, list]] = []
+    for obj in is_obj:
+        if obj:
+            cat = int(rng.choice(len(SYNTH_CATEGORIES), p=CATEGORY_FREQ))
+            kind = SYNTH_CATEGORIES[cat]
+            span = _log_uniform(rng, OBJ_SIZE[0] * size, OBJ_SIZE[1] * size)
+        else:
+            cat = -1
+            kind = ("outline", "pacman", "ellipse", "hexagon", "blob")[int(rng.integers(5))]
+            span = _log_uniform(rng, DISTRACTOR_SIZE[0] * size, DISTRACTOR_SIZE[1] * size)
+        if kind in ("circle", "ring", "pacman"):
+            # Integer boxes: PIL ellipses fill whole pixels, so the box is exact.
+            w = max(3, round(span))
+            h = max(3, round(span * math.exp(rng.uniform(-0.15, 0.15))))
+            verts = None
+        else:
+            verts = _shape(rng, _unit_polygon(rng, kind), span)
+            w, h = verts.max(axis=0)
+        near = bool(obj) and rng.random() < P_OVERLAP
+        box = _place(rng, w, h, size, boxes, covered, near)
+        if box is None:
+            continue
+        if verts is None:
+            box = np.round(box)
+        # Record how much of each earlier box this item hides.
+        for j, prev in enumerate(boxes):
+            iw = min(box[2], prev[2]) - max(box[0], prev[0])
+            ih = min(box[3], prev[3]) - max(box[1], prev[1])
+            if iw > 0 and ih > 0:
+                covered[j] += iw * ih / ((prev[2] - prev[0]) * (prev[3] - prev[1]))
+        boxes.append(box)
+        covered.append(0.0)
+
+        # Contrast with what is drawn there already (earlier items too), so outlines stay apart.
+        region = img.crop((int(box[0]), int(box[1]), math.ceil(box[2]), math.ceil(box[3])))
+        fill = _contrasting_colour(rng, np.asarray(region).reshape(-1, 3).mean(0))
+        ellipse_box = [box[0], box[1], box[2] - 1, box[3] - 1]
+        if kind == "circle":
+            draw.ellipse(ellipse_box, fill=fill)
+        elif kind == "ring":
+            draw.ellipse(ellipse_box, outline=fill, width=max(2, round(0.2 * min(w, h))))
+        elif kind == "pacman":
+            start = float(rng.uniform(0, 360))
+            draw.pieslice(ellipse_box, start + 50, start + 310, fill=fill)
+        elif kind == "outline":
+            draw.polygon([tuple(p) for p in verts + box[:2]], outline=fill, width=2)
+        else:
+            draw.polygon([tuple(p) for p in verts + box[:2]], fill=fill)
+        if obj:
+            x, y = round(float(box[0]), 2), round(float(box[1]), 2)
+            objects.append((cat, [x, y, round(float(w), 2), round(float(h), 2)]))
+
+    # Sensor-like grain at half resolution: texture everywhere while PNGs stay compressible.
+    half = (size + 1) // 2
+    grain = rng.integers(-8, 9, (half, half, 1), dtype=np.int16)
+    grain = np.repeat(np.repeat(grain, 2, axis=0), 2, axis=1)[:size, :size]
+    arr = np.clip(np.asarray(img, np.int16) + grain, 0, 255).astype(np.uint8)
+    return Image.fromarray(arr), objects
+
+
+def synthesize(out_dir: Path, n_images: int = 200, image_size: int = 256, seed: int = 0) -> Path:
+    """Write the synthetic dataset: out_dir/annotations.json and out_dir/images/000000.png, ...
+
+    COCO conventions: ids start at 1; file_name is relative to out_dir/images (pass that folder as
+    the images dir); bbox is [x, y, w, h] in pixels; area is the box area w*h (there are no masks);
+    iscrowd is 0. Returns the json path. Same arguments give byte-identical files.
+    """
+    if isinstance(n_images, bool) or not isinstance(n_images, int) or n_images < 1:
+        raise InputError(f"synthetic n_images must be an integer >= 1, got {n_images!r}")
+    if (
+        isinstance(image_size, bool)
+        or not isinstance(image_size, int)
+        or image_size < MIN_IMAGE_SIZE
+    ):
+        raise InputError(
+            f"synthetic image_size must be an integer >= {MIN_IMAGE_SIZE}, got {image_size!r}"
+        )
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise InputError(f"synthetic seed must be an integer >= 0, got {seed!r}")
+    out_dir = Path(out_dir)
+    img_dir = out_dir / "images"
+    img_dir.mkdir(parents=True, exist_ok=True)
+
+    images, annotations = [], []
+    for i in range(n_images):
+        rng = np.random.default_rng([seed, i])
+        img, objects = _draw_image(rng, image_size)
+        name = f"{i:06d}.png"
+        # compress_level=1: zlib's fast setting; the grain makes higher levels cost time, not bytes.
+        img.save(img_dir / name, format="PNG", compress_level=1)
+        images.append({"id": i + 1, "file_name": name, "width": image_size, "height": image_size})
+        for cat, (x, y, w, h) in objects:
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": i + 1,
+                    "category_id": cat + 1,
+                    "bbox": [x, y, w, h],
+                    "area": round(w * h, 2),
+                    "iscrowd": 0,
+                }
+            )
+    coco = {
+        "info": {
+            "description": "focalbench synthetic shapes",
+            "version": "1",
+            "seed": seed,
+            "image_size": image_size,
+        },
+        "licenses": [],
+        "images": images,
+        "annotations": annotations,
+        "categories": [
+            {"id": k + 1, "name": name, "supercategory": "shape"}
+            for k, name in enumerate(SYNTH_CATEGORIES)
+        ],
+    }
+    ann_path = out_dir / "annotations.json"
+    tmp = ann_path.with_suffix(".json.tmp")
+    # Write then rename, so a reader never sees a half-written json.
+    tmp.write_text(json.dumps(coco, separators=(",", ":")))
+    os.replace(tmp, ann_path)
+    return ann_path

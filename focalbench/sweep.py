@@ -1,0 +1,285 @@
+"""`focalbench sweep`: a grid from Hydra's override grammar -> a plan -> one fresh process per job in a pool.
+
+The pool runs N jobs side by side on the CPU (torch threads split between them) or K jobs per GPU with
+CUDA_VISIBLE_DEVICES set per process (a fresh process per job is what makes GPU placement work: launchers that
+reuse workers see GPU 0 everywhere). The same pool backs the Hydra launcher plugin `hydra/launcher=gpu_pool`.
+Each job is `python -m focalbench train OVERRIDES sweep_id=... job_name=...`, which writes its own CSV row; the
+sweep only adds a `failed` row for a job that died without writing one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from focalbench.config import RunConfig, compose
+from focalbench.errors import InputError
+from focalbench.results.store import append_row, latest_rows, read_rows, run_dir, safe_name
+
+DONE = "done"
+PENDING = "pending"
+
+
+@dataclass
+class Job:
+    overrides: list[str]
+    cfg: RunConfig
+    state: str = PENDING  # pending | done (an ok row) | failed (failed/diverged row, kept unless --retry-failed)
+    previous: str = ""  # status of the latest attempt, if any
+
+    @property
+    def run_id(self) -> str:
+        return self.cfg.run_id
+
+
+@dataclass
+class Plan:
+    sweep_id: str
+    jobs: list[Job] = field(default_factory=list)
+
+    @property
+    def to_run(self) -> list[Job]:
+        return [j for j in self.jobs if j.state == PENDING]
+
+
+def expand_grid(overrides: Sequence[str]) -> list[list[str]]:
+    """Hydra's multirun grammar -> the list of per-job override lists (`a=1,2 b=range(0,3)` -> 6 jobs)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+    except HydraException as exc:
+        raise InputError(f"cannot parse overrides: {str(exc).splitlines()[0]}") from exc
+    (batch,) = BasicSweeper.split_arguments(parsed, max_batch_size=None)
+    return batch
+
+
+def default_sweep_id(overrides: Sequence[str]) -> str:
+    """Same command -> same sweep id -> same folder, so re-running a sweep resumes it."""
+    return "sweep-" + hashlib.sha1(" ".join(sorted(overrides)).encode()).hexdigest()[:8]
+
+
+def make_plan(overrides: Sequence[str], sweep_id: str | None = None, force: bool = False,
+              retry_failed: bool = False) -> Plan:
+    sweep_id = safe_name(sweep_id, "--sweep-id") if sweep_id else default_sweep_id(overrides)
+    plan = Plan(sweep_id)
+    seen: set[str] = set()
+    for job_overrides in expand_grid(overrides):
+        cfg = compose([*job_overrides, f"sweep_id={sweep_id}"])
+        if cfg.run_id in seen:  # two spellings of one config: run it once
+            continue
+        seen.add(cfg.run_id)
+        plan.jobs.append(Job(job_overrides, cfg))
+    if not plan.jobs:
+        raise InputError("the sweep is empty: give overrides such as loss=focal,bce")
+    csv_path = Path(plan.jobs[0].cfg.results_dir) / "runs.csv"
+    latest = latest_rows(read_rows(csv_path)) if csv_path.is_file() else {}
+    for job in plan.jobs:
+        job.previous = latest.get(job.run_id, {}).get("status", "")
+        if force:
+            continue
+        if job.previous == "ok":
+            job.state = DONE
+        elif job.previous in ("failed", "diverged") and not retry_failed:
+            job.state = "failed"
+    return plan
+
+
+# ---- the pool --------------------------------------------------------------------------------------------
+def slot_envs(jobs: int = 1, gpus: Sequence[int] | None = None, jobs_per_gpu: int = 1,
+              cpu_count: int | None = None) -> list[dict[str, str]]:
+    """Environment of each pool slot. GPUs: K slots per GPU, each with CUDA_VISIBLE_DEVICES set to its GPU.
+    CPU: `jobs` slots with torch/OpenMP threads split evenly so the jobs don't fight over the cores."""
+    if gpus:
+        return [{"CUDA_VISIBLE_DEVICES": str(g)} for g in gpus for _ in range(jobs_per_gpu)]
+    threads = max(1, (cpu_count or os.cpu_count() or 1) // jobs)
+    return [{"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": str(threads)}
+            for _ in range(jobs)]
+
+
+def check_gpus(gpus: Sequence[int], device_count: int | None = None) -> None:
+    """`--gpus` names GPUs this machine has, or it is a one-line error."""
+    if device_count is None:
+        import torch
+
+        device_count = torch.cuda.device_count()
+    if device_count == 0:
+        raise InputError(f"--gpus {','.join(map(str, gpus))}: no CUDA GPU on this machine; drop --gpus "
+                         "to run on the CPU (--jobs N)")
+    bad = [g for g in gpus if not 0 <= g < device_count]
+    if bad:
+        raise InputError(f"--gpus: GPU {bad[0]} does not exist; choose from {list(range(device_count))}")
+
+
+def run_pool(items: Sequence, envs: Sequence[dict[str, str]], launch: Callable, on_done: Callable,
+             poll_s: float = 0.2) -> None:
+    """Run `launch(item, env) -> Popen-like` with at most len(envs) alive; the next starts when a slot frees.
+
+    on_done(item, returncode, env) is called as each finishes. On Ctrl-C/SIGTERM the running processes get
+    SIGTERM (they record themselves `interrupted`), are waited for, and the interrupt propagates.
+    """
+    pending = deque(items)
+    free = deque(range(len(envs)))
+    running: dict[int, tuple] = {}
+    try:
+        while pending or running:
+            while pending and free:
+                slot = free.popleft()
+                item = pending.popleft()
+                running[slot] = (item, launch(item, envs[slot]))
+            for slot, (item, proc) in list(running.items()):
+                code = proc.poll()
+                if code is not None:
+                    del running[slot]
+                    free.append(slot)
+                    on_done(item, code, envs[slot])
+            time.sleep(poll_s)
+    except KeyboardInterrupt:
+        _stop([proc for _, proc in running.values()])
+        raise
+
+
+def _stop(procs: list, grace_s: float = 60.0) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def job_command(overrides: Sequence[str], extra: Sequence[str] = ()) -> list[str]:
+    return [sys.executable, "-m", "focalbench", "train", *overrides, *extra]
+
+
+def popen_job(cmd: list[str], env_extra: dict[str, str], log_path: Path) -> subprocess.Popen:
+    env = {**os.environ, **env_extra}
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        # its own session: a terminal Ctrl-C reaches the sweep only, which stops the jobs in order
+        return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def record_crash(job: Job, code: int, log_path: Path) -> None:
+    """A job that died without writing its row (killed, crashed interpreter, bad input) still gets one."""
+    tail = ""
+    if log_path.is_file():
+        lines = [ln for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()]
+        tail = lines[-1][:300] if lines else ""
+    reason = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+    cfg = job.cfg
+    append_row(Path(cfg.results_dir) / "runs.csv", {
+        "run_id": job.run_id, "sweep_id": cfg.sweep_id, "status": "failed", "model": cfg.model.name,
+        "loss": cfg.loss.name, "seed": cfg.seed, "dataset": cfg.data.name,
+        "run_dir": str(run_dir(cfg.results_dir, job.run_id, cfg.sweep_id, job.run_id)),
+        "error": f"{reason}: {tail}" if tail else reason,
+    })
+
+
+# ---- the command -----------------------------------------------------------------------------------------
+def plan_table(plan: Plan):
+    from rich.table import Table
+
+    table = Table(title=f"sweep {plan.sweep_id}", title_justify="left")
+    for col in ("#", "run id", "overrides", "state"):
+        table.add_column(col)
+    for i, job in enumerate(plan.jobs):
+        state = job.state if job.state != "failed" else f"{job.previous} (--retry-failed re-runs)"
+        table.add_row(str(i), job.run_id, " ".join(job.overrides), state)
+    return table
+
+
+def summary_table(plan: Plan):
+    from rich.table import Table
+
+    latest = latest_rows(read_rows(Path(plan.jobs[0].cfg.results_dir) / "runs.csv"))
+    table = Table(title=f"sweep {plan.sweep_id}: results", title_justify="left")
+    for col in ("run id", "overrides", "status", "mAP", "AP50", "laece0", "wall s", "error"):
+        table.add_column(col)
+    for job in plan.jobs:
+        row = latest.get(job.run_id, {})
+        table.add_row(job.run_id, " ".join(job.overrides), row.get("status", "not run"), row.get("mAP", ""),
+                      row.get("AP50", ""), row.get("laece0", ""), row.get("wall_s", ""),
+                      (row.get("error") or "")[:60])
+    return table
+
+
+def run_sweep(overrides: Sequence[str], jobs: int = 1, gpus: Sequence[int] | None = None, jobs_per_gpu: int = 1,
+              sweep_id: str | None = None, dry_run: bool = False, force: bool = False,
+              retry_failed: bool = False, console=None) -> int:
+    """Plan, print, run the pending jobs in the pool, print the summary. Returns the exit code (1 if a job failed)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = console or Console()
+    if jobs < 1 or jobs_per_gpu < 1:
+        raise InputError(f"--jobs={jobs} and --jobs-per-gpu={jobs_per_gpu} must be at least 1")
+    if gpus:
+        check_gpus(gpus)
+    plan = make_plan(overrides, sweep_id, force=force, retry_failed=retry_failed)
+    todo = plan.to_run
+    n_done = sum(j.state == DONE for j in plan.jobs)
+    n_failed = sum(j.state == "failed" for j in plan.jobs)
+    console.print(f"[bold]sweep {plan.sweep_id}[/]: {len(plan.jobs)} jobs, {n_done} already done, "
+                  f"{n_failed} failed before (kept; --retry-failed re-runs them), {len(todo)} to run")
+    if dry_run:
+        console.print(plan_table(plan))
+        return 0
+    envs = slot_envs(jobs, gpus, jobs_per_gpu)
+    sweep_dir = Path(plan.jobs[0].cfg.results_dir) / "sweeps" / plan.sweep_id
+    codes: dict[str, int] = {}
+
+    def launch(job: Job, env: dict[str, str]):
+        extra = [f"sweep_id={plan.sweep_id}", f"job_name={job.run_id}", "train.progress=false"]
+        if force:
+            extra.append("--force")
+        return popen_job(job_command(job.overrides, extra), env, sweep_dir / "logs" / f"{job.run_id}.log")
+
+    progress = Progress(TextColumn("[bold]jobs"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        console=console, transient=True)
+
+    def on_done(job: Job, code: int, env: dict[str, str]) -> None:
+        codes[job.run_id] = code
+        if code not in (0, 1):  # 0 ok/skipped, 1 failed/diverged: the job wrote its own row
+            record_crash(job, code, sweep_dir / "logs" / f"{job.run_id}.log")
+        mark = "[green]ok[/]" if code == 0 else f"[red]exit {code}[/]"
+        progress.console.print(f"{mark} {job.run_id} {' '.join(job.overrides)}")
+        progress.advance(task)
+
+    with progress:
+        task = progress.add_task("jobs", total=len(todo))
+        run_pool(todo, envs, launch, on_done)
+    if todo or n_done:
+        console.print(summary_table(plan))
+    failed = [rid for rid, code in codes.items() if code != 0]
+    return 1 if failed else 0
+
+
+def run_hydra_launcher(overrides: Sequence[str], launcher: str, sweep_id: str | None,
+                       dry_run: bool = False) -> int:
+    """A sweep through a Hydra launcher (e.g. submitit_slurm): Hydra multirun of focalbench.train."""
+    from focalbench.config import group_options
+
+    choices = ["pool", *group_options("hydra/launcher"), "gpu_pool"]
+    if launcher not in choices:
+        raise InputError(f"--launcher={launcher!r}; choose from {sorted(set(choices))}")
+    sid = safe_name(sweep_id, "--sweep-id") if sweep_id else default_sweep_id(overrides)
+    cmd = [sys.executable, "-m", "focalbench.train", "-m", *overrides, f"hydra/launcher={launcher}",
+           f"sweep_id={sid}", "train.progress=false"]
+    if dry_run:
+        print(" ".join(cmd))
+        return 0
+    return subprocess.call(cmd)
