@@ -20,9 +20,12 @@ from rich.table import Table
 from focalbench.errors import InputError
 
 app = typer.Typer(
-    name="focalbench", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    name="focalbench",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
     help="Sweep detection classification losses, focal alpha/gamma and DETR matching costs; "
-         "rank runs by mAP and calibration.",
+    "rank runs by mAP and calibration.",
 )
 data_app = typer.Typer(no_args_is_help=True, help="Make, cut and check COCO-format datasets.")
 app.add_typer(data_app, name="data")
@@ -33,16 +36,23 @@ _EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
 @app.callback()
-def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")]
-          = False) -> None:
+def _root(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")
+    ] = False,
+) -> None:
     """focalbench: which classification loss, which alpha/gamma, which matching cost — for accuracy and
     calibration."""
 
 
 @app.command(context_settings=_EXTRA)
 def train(
-    overrides: Annotated[list[str] | None, typer.Argument(help=OVERRIDE_HELP, show_default=False)] = None,
-    force: Annotated[bool, typer.Option("--force", help="Re-run even if this config has an ok row.")] = False,
+    overrides: Annotated[
+        list[str] | None, typer.Argument(help=OVERRIDE_HELP, show_default=False)
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Re-run even if this config has an ok row.")
+    ] = False,
 ) -> None:
     """Train and evaluate one run; append its row to results/runs.csv."""
     from focalbench.config import compose
@@ -51,8 +61,10 @@ def train(
     cfg = compose(overrides or [])
     result = run(cfg, force=force, console=out)
     if result.status == "skipped":
-        out.print(f"{result.run_id}: already done (an ok row exists in {cfg.results_dir}/runs.csv); "
-                  "--force re-runs it")
+        out.print(
+            f"{result.run_id}: already done (an ok row exists in {cfg.results_dir}/runs.csv); "
+            "--force re-runs it"
+        )
         return
     if result.status != "ok":
         err.print(f"{result.run_id}: {result.status}: {result.error} (run folder {result.run_dir})")
@@ -62,18 +74,44 @@ def train(
 
 @app.command(context_settings=_EXTRA)
 def sweep(
-    overrides: Annotated[list[str] | None, typer.Argument(
-        help="Hydra multirun grid, e.g. loss=focal,bce loss.gamma=0,1,2 seed=0,1", show_default=False)] = None,
-    jobs: Annotated[int, typer.Option(min=1, help="CPU jobs side by side (threads split between them).")] = 1,
-    gpus: Annotated[str | None, typer.Option(help="GPU pool, e.g. 0,1: one process per job per GPU.")] = None,
-    jobs_per_gpu: Annotated[int, typer.Option(min=1, help="Jobs sharing one GPU (small models).")] = 1,
-    launcher: Annotated[str, typer.Option(
-        help="pool (local CPU/GPU pool) or a Hydra launcher config, e.g. submitit_slurm.")] = "pool",
-    sweep_id: Annotated[str | None, typer.Option(help="Folder name under results/sweeps/ (default: "
-                                                      "a hash of the overrides, so a re-run resumes).")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the job table, run nothing.")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Re-run jobs that already have an ok row.")] = False,
-    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Re-run failed/diverged jobs.")] = False,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Hydra multirun grid, e.g. loss=focal,bce loss.gamma=0,1,2 seed=0,1",
+            show_default=False,
+        ),
+    ] = None,
+    jobs: Annotated[
+        int, typer.Option(min=1, help="CPU jobs side by side (threads split between them).")
+    ] = 1,
+    gpus: Annotated[
+        str | None, typer.Option(help="GPU pool, e.g. 0,1: one process per job per GPU.")
+    ] = None,
+    jobs_per_gpu: Annotated[
+        int, typer.Option(min=1, help="Jobs sharing one GPU (small models).")
+    ] = 1,
+    launcher: Annotated[
+        str,
+        typer.Option(
+            help="pool (local CPU/GPU pool) or a Hydra launcher config, e.g. submitit_slurm."
+        ),
+    ] = "pool",
+    sweep_id: Annotated[
+        str | None,
+        typer.Option(
+            help="Folder name under results/sweeps/ (default: "
+            "a hash of the overrides, so a re-run resumes)."
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the job table, run nothing.")
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Re-run jobs that already have an ok row.")
+    ] = False,
+    retry_failed: Annotated[
+        bool, typer.Option("--retry-failed", help="Re-run failed/diverged jobs.")
+    ] = False,
 ) -> None:
     """Run a grid of trainings; skip finished ones; print a summary (exit 1 if any job failed)."""
     from focalbench import sweep as sweeper
@@ -82,9 +120,17 @@ def sweep(
     if launcher != "pool":
         code = sweeper.run_hydra_launcher(overrides or [], launcher, sweep_id, dry_run=dry_run)
     else:
-        code = sweeper.run_sweep(overrides or [], jobs=jobs, gpus=gpu_ids, jobs_per_gpu=jobs_per_gpu,
-                                 sweep_id=sweep_id, dry_run=dry_run, force=force, retry_failed=retry_failed,
-                                 console=out)
+        code = sweeper.run_sweep(
+            overrides or [],
+            jobs=jobs,
+            gpus=gpu_ids,
+            jobs_per_gpu=jobs_per_gpu,
+            sweep_id=sweep_id,
+            dry_run=dry_run,
+            force=force,
+            retry_failed=retry_failed,
+            console=out,
+        )
     raise typer.Exit(code)
 
 
@@ -100,17 +146,26 @@ def _parse_gpus(gpus: str | None) -> list[int] | None:
 @app.command()
 def leaderboard(
     csv: Annotated[Path, typer.Option(help="The runs CSV.")] = Path("results/runs.csv"),
-    sort: Annotated[str, typer.Option(help="Metric to sort by (lower-is-better metrics sort ascending).")]
-    = "mAP",
-    where: Annotated[list[str] | None, typer.Option(help="Filter key=value on any column; repeatable.")]
-    = None,
-    by_seed: Annotated[bool, typer.Option("--by-seed", help="One line per run instead of mean ± std.")]
-    = False,
+    sort: Annotated[
+        str, typer.Option(help="Metric to sort by (lower-is-better metrics sort ascending).")
+    ] = "mAP",
+    where: Annotated[
+        list[str] | None, typer.Option(help="Filter key=value on any column; repeatable.")
+    ] = None,
+    by_seed: Annotated[
+        bool, typer.Option("--by-seed", help="One line per run instead of mean ± std.")
+    ] = False,
     fmt: Annotated[str, typer.Option("--format", help="table, csv or md.")] = "table",
-    plot: Annotated[Path | None, typer.Option(help="Write alpha x gamma heatmaps (and a mAP vs LaECE0 "
-                                                   "scatter next to it) to this PNG.")] = None,
-    rebuild: Annotated[bool, typer.Option("--rebuild", help="Regenerate the CSV from the run folders "
-                                                            "first.")] = False,
+    plot: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write alpha x gamma heatmaps (and a mAP vs LaECE0 "
+            "scatter next to it) to this PNG."
+        ),
+    ] = None,
+    rebuild: Annotated[
+        bool, typer.Option("--rebuild", help="Regenerate the CSV from the run folders first.")
+    ] = False,
 ) -> None:
     """Rank runs: latest row per run id, seeds aggregated as mean ± std."""
     from focalbench.results import leaderboard as lb
@@ -134,10 +189,18 @@ def leaderboard(
 @app.command()
 def evaluate(
     gt: Annotated[Path, typer.Argument(help="COCO ground-truth json.", show_default=False)],
-    dets: Annotated[Path, typer.Argument(help="COCO results json (list of detections).", show_default=False)],
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a table.")] = False,
-    calib_threshold: Annotated[str, typer.Option(
-        help="Which detections LaECE0/LaACE0/LRP see: lrp (per-class LRP-optimal), none, or a score.")] = "lrp",
+    dets: Annotated[
+        Path, typer.Argument(help="COCO results json (list of detections).", show_default=False)
+    ],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object instead of a table.")
+    ] = False,
+    calib_threshold: Annotated[
+        str,
+        typer.Option(
+            help="Which detections LaECE0/LaACE0/LRP see: lrp (per-class LRP-optimal), none, or a score."
+        ),
+    ] = "lrp",
     plot: Annotated[Path | None, typer.Option(help="Write a reliability diagram PNG here.")] = None,
 ) -> None:
     """mAP + calibration (LaECE0, LaACE0, LRP, D-ECE, Brier) of any COCO results file."""
@@ -181,7 +244,9 @@ def losses() -> None:
 
 @data_app.command()
 def synth(
-    out_dir: Annotated[Path, typer.Option("--out", help="Folder to write annotations.json and images/ to.")],
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="Folder to write annotations.json and images/ to.")
+    ],
     images: Annotated[int, typer.Option(min=1, help="Number of images.")] = 200,
     image_size: Annotated[int, typer.Option(min=32, help="Square image side in pixels.")] = 256,
     seed: Annotated[int, typer.Option(min=0, help="Same seed, identical files.")] = 0,
@@ -214,7 +279,9 @@ def subset(
 @data_app.command()
 def check(
     ann: Annotated[Path, typer.Argument(help="COCO annotation json.", show_default=False)],
-    images: Annotated[Path | None, typer.Option(help="Image folder: also check every file exists.")] = None,
+    images: Annotated[
+        Path | None, typer.Option(help="Image folder: also check every file exists.")
+    ] = None,
 ) -> None:
     """Check a COCO json (schema, ids, boxes, image files); exit 1 when it finds problems."""
     from focalbench.data import check_coco
@@ -229,8 +296,30 @@ def check(
 def print_metrics(metrics: dict, title: str) -> None:
     """The headline numbers as a table (mAP stats, then calibration)."""
     table = Table(title=title, title_justify="left")
-    keys = [k for k in ("mAP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm",
-                        "ARl", "laece0", "laace0", "lrp", "dece", "brier", "imgs_per_s") if k in metrics]
+    keys = [
+        k
+        for k in (
+            "mAP",
+            "AP50",
+            "AP75",
+            "APs",
+            "APm",
+            "APl",
+            "AR1",
+            "AR10",
+            "AR100",
+            "ARs",
+            "ARm",
+            "ARl",
+            "laece0",
+            "laace0",
+            "lrp",
+            "dece",
+            "brier",
+            "imgs_per_s",
+        )
+        if k in metrics
+    ]
     for key in keys:
         table.add_column(key, justify="right")
     table.add_row(*(_fmt(metrics[k]) for k in keys))
@@ -238,7 +327,13 @@ def print_metrics(metrics: dict, title: str) -> None:
 
 
 def _fmt(value) -> str:
-    return "—" if value is None or value != value else f"{value:.4f}" if isinstance(value, float) else str(value)
+    return (
+        "—"
+        if value is None or value != value
+        else f"{value:.4f}"
+        if isinstance(value, float)
+        else str(value)
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -33,7 +33,9 @@ def _check_choice(option: str, value: Any, choices: list[str] | tuple[str, ...])
         raise InputError(f"{option}={value!r} is not valid; choose from {sorted(choices)}")
 
 
-def _check_range(option: str, value: float, lo: float | None = None, hi: float | None = None) -> None:
+def _check_range(
+    option: str, value: float, lo: float | None = None, hi: float | None = None
+) -> None:
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         span = f"[{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
         raise InputError(f"{option}={value!r} is out of range; expected a value in {span}")
@@ -75,10 +77,19 @@ class ModelCfg:
             raise InputError(
                 f"model.anchor_sizes={list(self.anchor_sizes)} must be 5 positive sizes (P3..P7)"
             )
-        for name in ("d_model", "nheads", "enc_layers", "dec_layers", "dim_feedforward", "num_queries"):
+        for name in (
+            "d_model",
+            "nheads",
+            "enc_layers",
+            "dec_layers",
+            "dim_feedforward",
+            "num_queries",
+        ):
             _check_range(f"model.{name}", getattr(self, name), 1)
         if self.d_model % self.nheads:
-            raise InputError(f"model.d_model={self.d_model} must be divisible by model.nheads={self.nheads}")
+            raise InputError(
+                f"model.d_model={self.d_model} must be divisible by model.nheads={self.nheads}"
+            )
         _check_range("model.dropout", self.dropout, 0.0, 1.0)
         _check_range("model.noobj_weight", self.noobj_weight, 0.0)
         for name in ("weight_class", "weight_bbox", "weight_giou"):
@@ -88,7 +99,9 @@ class ModelCfg:
 @dataclass(frozen=True)
 class LossCfg:
     name: str = "focal"
-    alpha: float | tuple[float, ...] | None = 0.25  # None: no alpha-balancing; a tuple: per class (softmax)
+    alpha: float | tuple[float, ...] | None = (
+        0.25  # None: no alpha-balancing; a tuple: per class (softmax)
+    )
     gamma: float = 2.0
     beta: float = 2.0  # QFL's exponent
     normalization: str = "num_pos_batch"
@@ -105,7 +118,9 @@ class LossCfg:
             )
         _check_range("loss.gamma", self.gamma, 0.0)
         _check_range("loss.beta", self.beta, 0.0)
-        _check_choice("loss.normalization", self.normalization, ("num_pos_batch", "num_pos_per_image"))
+        _check_choice(
+            "loss.normalization", self.normalization, ("num_pos_batch", "num_pos_per_image")
+        )
 
 
 @dataclass(frozen=True)
@@ -220,7 +235,9 @@ class RunConfig:
             "train": train,
             "seed": self.seed,
         }
-        science["model"].pop("weights_path")  # a path; the file's content is what matters, not its place
+        science["model"].pop(
+            "weights_path"
+        )  # a path; the file's content is what matters, not its place
         if self.model.name == "detr":
             science["matcher"] = dataclasses.asdict(self.matcher)
         return science
@@ -317,7 +334,13 @@ def compose_dict(overrides: list[str] | tuple[str, ...] = ()) -> Any:
         raise InputError(_explain(exc)) from exc
 
 
-_SECTIONS = {"model": ModelCfg, "loss": LossCfg, "matcher": MatcherCfg, "data": DataCfg, "train": TrainCfg}
+_SECTIONS = {
+    "model": ModelCfg,
+    "loss": LossCfg,
+    "matcher": MatcherCfg,
+    "data": DataCfg,
+    "train": TrainCfg,
+}
 
 
 def _explain(exc: BaseException) -> str:

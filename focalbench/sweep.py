@@ -69,8 +69,12 @@ def default_sweep_id(overrides: Sequence[str]) -> str:
     return "sweep-" + hashlib.sha1(" ".join(sorted(overrides)).encode()).hexdigest()[:8]
 
 
-def make_plan(overrides: Sequence[str], sweep_id: str | None = None, force: bool = False,
-              retry_failed: bool = False) -> Plan:
+def make_plan(
+    overrides: Sequence[str],
+    sweep_id: str | None = None,
+    force: bool = False,
+    retry_failed: bool = False,
+) -> Plan:
     sweep_id = safe_name(sweep_id, "--sweep-id") if sweep_id else default_sweep_id(overrides)
     plan = Plan(sweep_id)
     seen: set[str] = set()
@@ -96,15 +100,18 @@ def make_plan(overrides: Sequence[str], sweep_id: str | None = None, force: bool
 
 
 # ---- the pool --------------------------------------------------------------------------------------------
-def slot_envs(jobs: int = 1, gpus: Sequence[int] | None = None, jobs_per_gpu: int = 1,
-              cpu_count: int | None = None) -> list[dict[str, str]]:
+def slot_envs(
+    jobs: int = 1,
+    gpus: Sequence[int] | None = None,
+    jobs_per_gpu: int = 1,
+    cpu_count: int | None = None,
+) -> list[dict[str, str]]:
     """Environment of each pool slot. GPUs: K slots per GPU, each with CUDA_VISIBLE_DEVICES set to its GPU.
     CPU: `jobs` slots with torch/OpenMP threads split evenly so the jobs don't fight over the cores."""
     if gpus:
         return [{"CUDA_VISIBLE_DEVICES": str(g)} for g in gpus for _ in range(jobs_per_gpu)]
     threads = max(1, (cpu_count or os.cpu_count() or 1) // jobs)
-    return [{"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": str(threads)}
-            for _ in range(jobs)]
+    return [{"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": str(threads)} for _ in range(jobs)]
 
 
 def check_gpus(gpus: Sequence[int], device_count: int | None = None) -> None:
@@ -114,15 +121,24 @@ def check_gpus(gpus: Sequence[int], device_count: int | None = None) -> None:
 
         device_count = torch.cuda.device_count()
     if device_count == 0:
-        raise InputError(f"--gpus {','.join(map(str, gpus))}: no CUDA GPU on this machine; drop --gpus "
-                         "to run on the CPU (--jobs N)")
+        raise InputError(
+            f"--gpus {','.join(map(str, gpus))}: no CUDA GPU on this machine; drop --gpus "
+            "to run on the CPU (--jobs N)"
+        )
     bad = [g for g in gpus if not 0 <= g < device_count]
     if bad:
-        raise InputError(f"--gpus: GPU {bad[0]} does not exist; choose from {list(range(device_count))}")
+        raise InputError(
+            f"--gpus: GPU {bad[0]} does not exist; choose from {list(range(device_count))}"
+        )
 
 
-def run_pool(items: Sequence, envs: Sequence[dict[str, str]], launch: Callable, on_done: Callable,
-             poll_s: float = 0.2) -> None:
+def run_pool(
+    items: Sequence,
+    envs: Sequence[dict[str, str]],
+    launch: Callable,
+    on_done: Callable,
+    poll_s: float = 0.2,
+) -> None:
     """Run `launch(item, env) -> Popen-like` with at most len(envs) alive; the next starts when a slot frees.
 
     on_done(item, returncode, env) is called as each finishes. On Ctrl-C/SIGTERM the running processes get
@@ -170,7 +186,9 @@ def popen_job(cmd: list[str], env_extra: dict[str, str], log_path: Path) -> subp
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         # its own session: a terminal Ctrl-C reaches the sweep only, which stops the jobs in order
-        return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
 
 def record_crash(job: Job, code: int, log_path: Path) -> None:
@@ -181,12 +199,20 @@ def record_crash(job: Job, code: int, log_path: Path) -> None:
         tail = lines[-1][:300] if lines else ""
     reason = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
     cfg = job.cfg
-    append_row(Path(cfg.results_dir) / "runs.csv", {
-        "run_id": job.run_id, "sweep_id": cfg.sweep_id, "status": "failed", "model": cfg.model.name,
-        "loss": cfg.loss.name, "seed": cfg.seed, "dataset": cfg.data.name,
-        "run_dir": str(run_dir(cfg.results_dir, job.run_id, cfg.sweep_id, job.run_id)),
-        "error": f"{reason}: {tail}" if tail else reason,
-    })
+    append_row(
+        Path(cfg.results_dir) / "runs.csv",
+        {
+            "run_id": job.run_id,
+            "sweep_id": cfg.sweep_id,
+            "status": "failed",
+            "model": cfg.model.name,
+            "loss": cfg.loss.name,
+            "seed": cfg.seed,
+            "dataset": cfg.data.name,
+            "run_dir": str(run_dir(cfg.results_dir, job.run_id, cfg.sweep_id, job.run_id)),
+            "error": f"{reason}: {tail}" if tail else reason,
+        },
+    )
 
 
 # ---- the command -----------------------------------------------------------------------------------------
@@ -211,15 +237,30 @@ def summary_table(plan: Plan):
         table.add_column(col)
     for job in plan.jobs:
         row = latest.get(job.run_id, {})
-        table.add_row(job.run_id, " ".join(job.overrides), row.get("status", "not run"), row.get("mAP", ""),
-                      row.get("AP50", ""), row.get("laece0", ""), row.get("wall_s", ""),
-                      (row.get("error") or "")[:60])
+        table.add_row(
+            job.run_id,
+            " ".join(job.overrides),
+            row.get("status", "not run"),
+            row.get("mAP", ""),
+            row.get("AP50", ""),
+            row.get("laece0", ""),
+            row.get("wall_s", ""),
+            (row.get("error") or "")[:60],
+        )
     return table
 
 
-def run_sweep(overrides: Sequence[str], jobs: int = 1, gpus: Sequence[int] | None = None, jobs_per_gpu: int = 1,
-              sweep_id: str | None = None, dry_run: bool = False, force: bool = False,
-              retry_failed: bool = False, console=None) -> int:
+def run_sweep(
+    overrides: Sequence[str],
+    jobs: int = 1,
+    gpus: Sequence[int] | None = None,
+    jobs_per_gpu: int = 1,
+    sweep_id: str | None = None,
+    dry_run: bool = False,
+    force: bool = False,
+    retry_failed: bool = False,
+    console=None,
+) -> int:
     """Plan, print, run the pending jobs in the pool, print the summary. Returns the exit code (1 if a job failed)."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -233,8 +274,10 @@ def run_sweep(overrides: Sequence[str], jobs: int = 1, gpus: Sequence[int] | Non
     todo = plan.to_run
     n_done = sum(j.state == DONE for j in plan.jobs)
     n_failed = sum(j.state == "failed" for j in plan.jobs)
-    console.print(f"[bold]sweep {plan.sweep_id}[/]: {len(plan.jobs)} jobs, {n_done} already done, "
-                  f"{n_failed} failed before (kept; --retry-failed re-runs them), {len(todo)} to run")
+    console.print(
+        f"[bold]sweep {plan.sweep_id}[/]: {len(plan.jobs)} jobs, {n_done} already done, "
+        f"{n_failed} failed before (kept; --retry-failed re-runs them), {len(todo)} to run"
+    )
     if dry_run:
         console.print(plan_table(plan))
         return 0
@@ -246,10 +289,18 @@ def run_sweep(overrides: Sequence[str], jobs: int = 1, gpus: Sequence[int] | Non
         extra = [f"sweep_id={plan.sweep_id}", f"job_name={job.run_id}", "train.progress=false"]
         if force:
             extra.append("--force")
-        return popen_job(job_command(job.overrides, extra), env, sweep_dir / "logs" / f"{job.run_id}.log")
+        return popen_job(
+            job_command(job.overrides, extra), env, sweep_dir / "logs" / f"{job.run_id}.log"
+        )
 
-    progress = Progress(TextColumn("[bold]jobs"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        console=console, transient=True)
+    progress = Progress(
+        TextColumn("[bold]jobs"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
 
     def on_done(job: Job, code: int, env: dict[str, str]) -> None:
         codes[job.run_id] = code
@@ -268,8 +319,9 @@ def run_sweep(overrides: Sequence[str], jobs: int = 1, gpus: Sequence[int] | Non
     return 1 if failed else 0
 
 
-def run_hydra_launcher(overrides: Sequence[str], launcher: str, sweep_id: str | None,
-                       dry_run: bool = False) -> int:
+def run_hydra_launcher(
+    overrides: Sequence[str], launcher: str, sweep_id: str | None, dry_run: bool = False
+) -> int:
     """A sweep through a Hydra launcher (e.g. submitit_slurm): Hydra multirun of focalbench.train."""
     from focalbench.config import group_options
 
@@ -277,8 +329,16 @@ def run_hydra_launcher(overrides: Sequence[str], launcher: str, sweep_id: str | 
     if launcher not in choices:
         raise InputError(f"--launcher={launcher!r}; choose from {sorted(set(choices))}")
     sid = safe_name(sweep_id, "--sweep-id") if sweep_id else default_sweep_id(overrides)
-    cmd = [sys.executable, "-m", "focalbench.train", "-m", *overrides, f"hydra/launcher={launcher}",
-           f"sweep_id={sid}", "train.progress=false"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "focalbench.train",
+        "-m",
+        *overrides,
+        f"hydra/launcher={launcher}",
+        f"sweep_id={sid}",
+        "train.progress=false",
+    ]
     if dry_run:
         print(" ".join(cmd))
         return 0

@@ -19,7 +19,9 @@ from filelock import FileLock
 from focalbench.data import CocoDetection, load_coco_json, subset_coco, synthesize
 from focalbench.errors import InputError
 
-VAL_SEED_OFFSET = 10_000  # the synthetic val set is drawn from seed synth_seed + this, disjoint from train
+VAL_SEED_OFFSET = (
+    10_000  # the synthetic val set is drawn from seed synth_seed + this, disjoint from train
+)
 
 
 def _cached(folder: Path, make) -> Path:
@@ -37,12 +39,16 @@ def _cached(folder: Path, make) -> Path:
     return folder
 
 
-def synthetic_files(data_cfg, results_dir: str | Path) -> tuple[tuple[Path, Path], tuple[Path, Path]]:
+def synthetic_files(
+    data_cfg, results_dir: str | Path
+) -> tuple[tuple[Path, Path], tuple[Path, Path]]:
     """((train_json, train_images), (val_json, val_images)) of the embedded dataset."""
     root = Path(results_dir) / "data"
     out = []
-    for split, n, seed in (("train", data_cfg.train_images, data_cfg.synth_seed),
-                           ("val", data_cfg.val_images, data_cfg.synth_seed + VAL_SEED_OFFSET)):
+    for split, n, seed in (
+        ("train", data_cfg.train_images, data_cfg.synth_seed),
+        ("val", data_cfg.val_images, data_cfg.synth_seed + VAL_SEED_OFFSET),
+    ):
         folder = root / f"synthetic-{split}-n{n}-s{data_cfg.image_size}-seed{seed}"
         _cached(folder, lambda tmp, n=n, seed=seed: synthesize(tmp, n, data_cfg.image_size, seed))
         out.append((folder / "annotations.json", folder / "images"))
@@ -56,8 +62,10 @@ def _split_disjoint(subset_json: Path, n_val: int, seed: int, out: Path) -> None
     random.Random(seed).shuffle(ids)
     val_ids = set(ids[:n_val])
     if len(val_ids) == len(ids):
-        raise InputError(f"data.ann={subset_json}: {len(ids)} images leave none for training after "
-                         f"data.val_images={n_val}; lower data.val_images or data.train_images")
+        raise InputError(
+            f"data.ann={subset_json}: {len(ids)} images leave none for training after "
+            f"data.val_images={n_val}; lower data.val_images or data.train_images"
+        )
     for name, keep in (("val", lambda i: i in val_ids), ("train", lambda i: i not in val_ids)):
         part = dict(coco)
         part["images"] = [im for im in coco["images"] if keep(im["id"])]
@@ -73,8 +81,17 @@ def coco_files(data_cfg, results_dir: str | Path) -> tuple[tuple[Path, Path], tu
     if not images.is_dir():
         raise InputError(f"data.images={str(images)!r}: no such folder")
     cats = list(data_cfg.categories) if data_cfg.categories else None
-    key = json.dumps([str(ann.resolve()), ann.stat().st_mtime, data_cfg.val_ann, data_cfg.train_images,
-                      data_cfg.val_images, cats, data_cfg.synth_seed])
+    key = json.dumps(
+        [
+            str(ann.resolve()),
+            ann.stat().st_mtime,
+            data_cfg.val_ann,
+            data_cfg.train_images,
+            data_cfg.val_images,
+            cats,
+            data_cfg.synth_seed,
+        ]
+    )
     folder = Path(results_dir) / "data" / f"coco-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
     n_train, n_val = data_cfg.train_images, data_cfg.val_images
 
@@ -103,8 +120,16 @@ def _subset(ann: Path, images: Path, out: Path, n: int, cats, seed: int) -> None
     if n == 0:  # all images holding one of the categories
         coco = load_coco_json(ann)
         wanted = {c["id"] for c in coco.get("categories", []) if c.get("name") in cats}
-        n = len({a["image_id"] for a in coco.get("annotations", [])
-                 if a.get("category_id") in wanted and not a.get("iscrowd")}) or 1
+        n = (
+            len(
+                {
+                    a["image_id"]
+                    for a in coco.get("annotations", [])
+                    if a.get("category_id") in wanted and not a.get("iscrowd")
+                }
+            )
+            or 1
+        )
     subset_coco(ann, images, out, n=n, categories=cats, seed=seed)
 
 

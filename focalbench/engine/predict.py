@@ -7,7 +7,9 @@ from torch import nn
 
 
 @torch.inference_mode()
-def predict(model: nn.Module, loader, cat_ids: list[int], image_size: int, device: torch.device) -> list[dict]:
+def predict(
+    model: nn.Module, loader, cat_ids: list[int], image_size: int, device: torch.device
+) -> list[dict]:
     """Detections in the original image coordinates of each image.
 
     The dataset resizes every image to image_size x image_size (aspect not kept), so boxes are scaled back
@@ -23,9 +25,15 @@ def predict(model: nn.Module, loader, cat_ids: list[int], image_size: int, devic
             boxes[:, 0::2] *= w / image_size
             boxes[:, 1::2] *= h / image_size
             boxes[:, 2:] -= boxes[:, :2]  # -> xywh
-            for box, score, label in zip(boxes.tolist(), out["scores"].tolist(), out["labels"].tolist()):
-                results.append({
-                    "image_id": int(target["image_id"]), "category_id": cat_ids[label],
-                    "bbox": [round(v, 2) for v in box], "score": round(float(score), 5),
-                })
+            for box, score, label in zip(
+                boxes.tolist(), out["scores"].tolist(), out["labels"].tolist()
+            ):
+                results.append(
+                    {
+                        "image_id": int(target["image_id"]),
+                        "category_id": cat_ids[label],
+                        "bbox": [round(v, 2) for v in box],
+                        "score": round(float(score), 5),
+                    }
+                )
     return results

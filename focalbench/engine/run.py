@@ -8,12 +8,13 @@ interrupted (Ctrl-C / SIGTERM; the next attempt resumes from the last epoch chec
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import subprocess
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,9 @@ class RunResult:
 
 def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
-        raise InputError("train.device=cuda but CUDA is not available here; choose from ['auto', 'cpu']")
+        raise InputError(
+            "train.device=cuda but CUDA is not available here; choose from ['auto', 'cpu']"
+        )
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(name)
@@ -52,8 +55,13 @@ def seed_everything(seed: int) -> None:
 
 def git_sha() -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             timeout=5, cwd=Path(__file__).parent)
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).parent,
+        )
         return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return ""
@@ -63,15 +71,26 @@ def base_row(cfg: RunConfig, rdir: Path, device: torch.device) -> dict[str, Any]
     """The config half of the CSV row."""
     alpha = cfg.loss.alpha
     return {
-        "run_id": cfg.run_id, "sweep_id": cfg.sweep_id, "model": cfg.model.name, "backbone": cfg.model.backbone,
-        "loss": cfg.loss.name, "alpha": "" if alpha is None else alpha,
+        "run_id": cfg.run_id,
+        "sweep_id": cfg.sweep_id,
+        "model": cfg.model.name,
+        "backbone": cfg.model.backbone,
+        "loss": cfg.loss.name,
+        "alpha": "" if alpha is None else alpha,
         # the focusing exponent: gamma, or beta for QFL (which has no gamma)
         "gamma": cfg.loss.beta if cfg.loss.name == "qfl" else cfg.loss.gamma,
         "matcher": cfg.matcher.name if cfg.model.name == "detr" else "",
-        "normalization": cfg.loss.normalization, "dataset": cfg.data.name,
-        "train_images": cfg.data.train_images, "val_images": cfg.data.val_images, "epochs": cfg.train.epochs,
-        "image_size": cfg.data.image_size, "seed": cfg.seed, "device": device.type,
-        "torch": torch.__version__, "git_sha": git_sha(), "run_dir": str(rdir),
+        "normalization": cfg.loss.normalization,
+        "dataset": cfg.data.name,
+        "train_images": cfg.data.train_images,
+        "val_images": cfg.data.val_images,
+        "epochs": cfg.train.epochs,
+        "image_size": cfg.data.image_size,
+        "seed": cfg.seed,
+        "device": device.type,
+        "torch": torch.__version__,
+        "git_sha": git_sha(),
+        "run_dir": str(rdir),
     }
 
 
@@ -79,64 +98,135 @@ def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+@dataclass
+class Dist:
+    """Where this process sits in a torchrun job (rank 0 of 1 without torchrun)."""
+
+    device: torch.device
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            torch.distributed.barrier()
+
+
+def setup_dist(device_name: str) -> Dist:
+    """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK: join the process group (NCCL on GPUs, gloo on the CPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    device = resolve_device(device_name)
+    if world == 1:
+        return Dist(device)
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Dist(device, torch.distributed.get_rank(), world)
+
+
 def run(cfg: RunConfig, force: bool = False, console=None) -> RunResult:
-    """Train and evaluate one config; skip it when its run id already has an ok row (unless force)."""
+    """Train and evaluate one config; skip it when its run id already has an ok row (unless force).
+
+    Under torchrun every rank calls this; the run folder is a function of the run id, so all ranks agree on
+    it, and rank 0 alone writes files, the CSV row and W&B.
+    """
     say = console.print if console is not None else (lambda *a, **k: None)
     csv_path = Path(cfg.results_dir) / "runs.csv"
     rid = cfg.run_id
     if not force and status_of(csv_path).get(rid) == "ok":
         return RunResult(rid, "skipped", None, {})
 
-    device = resolve_device(cfg.train.device)
+    dist = setup_dist(cfg.train.device)
+    if cfg.train.batch_size % dist.world:
+        raise InputError(
+            f"train.batch_size={cfg.train.batch_size} (the global batch) must be divisible by "
+            f"the {dist.world} torchrun processes"
+        )
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    train_ds, val_ds = build_datasets(cfg.data, cfg.results_dir)  # InputError here: nothing recorded
+    train_ds, val_ds = build_datasets(
+        cfg.data, cfg.results_dir
+    )  # InputError here: nothing recorded
     rdir = run_dir(cfg.results_dir, rid, cfg.sweep_id, cfg.job_name)
-    try:
-        rdir.mkdir(parents=True, exist_ok=True)
-        if force:  # start over: the checkpoint of a finished run would only be re-evaluated
-            (rdir / "checkpoint.pt").unlink(missing_ok=True)
-        atomic_write_text(rdir / "config.yaml", to_yaml(cfg))
-    except OSError as exc:
-        raise InputError(f"results_dir={cfg.results_dir!r} is not writable ({exc.strerror})") from exc
+    if dist.is_main:
+        try:
+            rdir.mkdir(parents=True, exist_ok=True)
+            if force:  # start over: the checkpoint of a finished run would only be re-evaluated
+                (rdir / "checkpoint.pt").unlink(missing_ok=True)
+            atomic_write_text(rdir / "config.yaml", to_yaml(cfg))
+        except OSError as exc:
+            raise InputError(
+                f"results_dir={cfg.results_dir!r} is not writable ({exc.strerror})"
+            ) from exc
+    dist.barrier()
 
     from focalbench.results.wandb_logger import WandbLogger
 
     desc = f"{cfg.model.name} {cfg.loss.name} a={cfg.loss.alpha} g={cfg.loss.gamma}"
-    tags = [cfg.model.name, cfg.loss.name] + ([cfg.matcher.name] if cfg.model.name == "detr" else [])
-    logger = WandbLogger(cfg.wandb, cfg.science(), rid, cfg.sweep_id, rdir, desc, tags)
+    tags = [cfg.model.name, cfg.loss.name] + (
+        [cfg.matcher.name] if cfg.model.name == "detr" else []
+    )
+    wandb_cfg = cfg.wandb if dist.is_main else replace(cfg.wandb, enabled=False)
+    logger = WandbLogger(wandb_cfg, cfg.science(), rid, cfg.sweep_id, rdir, desc, tags)
 
-    row = base_row(cfg, rdir, device)
+    row = base_row(cfg, rdir, dist.device)
     row["started"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     t0 = time.perf_counter()
     metrics: dict[str, Any] = {}
     previous = signal.signal(signal.SIGTERM, _raise_interrupt) if _main_thread() else None
     try:
-        metrics = _train_and_evaluate(cfg, train_ds, val_ds, device, rdir, logger, say)
+        metrics = _train_and_evaluate(cfg, train_ds, val_ds, dist, rdir, logger, say)
         row.update(status="ok", **{k: metrics.get(k) for k in _METRIC_COLUMNS})
     except Diverged as exc:
         row.update(status="diverged", error=str(exc))
     except KeyboardInterrupt:
-        row.update(status="interrupted", error="interrupted (resume by running the same command again)")
+        row.update(
+            status="interrupted", error="interrupted (resume by running the same command again)"
+        )
         raise
     except InputError:
         raise
-    except Exception as exc:  # a crashed run is recorded, never lost; the traceback goes to the run folder
+    except (
+        Exception
+    ) as exc:  # a crashed run is recorded, never lost; the traceback goes to the run folder
         row.update(status="failed", error=f"{type(exc).__name__}: {exc}")
-        atomic_write_text(rdir / "error.txt", traceback.format_exc())
+        if dist.is_main:
+            atomic_write_text(rdir / "error.txt", traceback.format_exc())
     finally:
-        if "status" in row:
+        if "status" in row and dist.is_main:
             row["wall_s"] = round(time.perf_counter() - t0, 1)
             write_json(rdir / "row.json", row)  # lets `leaderboard --rebuild` regenerate runs.csv
             append_row(csv_path, row)
+        if "status" in row:
             logger.finish(0 if row["status"] == "ok" else 1)
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+        if dist.world > 1 and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
     return RunResult(rid, row["status"], rdir, metrics, row.get("error", ""))
 
 
-_METRIC_COLUMNS = ("mAP", "AP50", "AP75", "APs", "APm", "APl", "AR100", "laece0", "laace0", "lrp", "dece",
-                   "brier", "imgs_per_s")
+_METRIC_COLUMNS = (
+    "mAP",
+    "AP50",
+    "AP75",
+    "APs",
+    "APm",
+    "APl",
+    "AR100",
+    "laece0",
+    "laace0",
+    "lrp",
+    "dece",
+    "brier",
+    "imgs_per_s",
+)
 
 
 def _main_thread() -> bool:
@@ -145,40 +235,93 @@ def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def _train_and_evaluate(cfg: RunConfig, train_ds, val_ds, device, rdir: Path, logger, say) -> dict:
+def _train_and_evaluate(
+    cfg: RunConfig, train_ds, val_ds, dist: Dist, rdir: Path, logger, say
+) -> dict:
     from focalbench.data import collate
     from focalbench.metrics import evaluate, plot_reliability
     from focalbench.models import build_model
 
+    device = dist.device
     seed_everything(cfg.seed)
-    model = build_model(cfg.model, cfg.loss, cfg.matcher, train_ds.num_classes, cfg.data.image_size)
+    model = build_model(
+        cfg.model, cfg.loss, cfg.matcher, train_ds.num_classes, cfg.data.image_size
+    ).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
     generator = torch.Generator().manual_seed(cfg.seed)
     pin = device.type == "cuda"
+    batch = cfg.train.batch_size // dist.world  # train.batch_size is the global batch
+    drop_last = len(train_ds) >= cfg.train.batch_size  # BatchNorm dislikes a last batch of one
+    sampler = None
+    if dist.world > 1:
+        sampler = torch.utils.data.DistributedSampler(
+            train_ds, shuffle=True, seed=cfg.seed, drop_last=drop_last
+        )
     train_loader = torch.utils.data.DataLoader(
-        train_ds, batch_size=cfg.train.batch_size, shuffle=True, collate_fn=collate, generator=generator,
-        drop_last=len(train_ds) >= cfg.train.batch_size,  # BatchNorm dislikes a last batch of one
-        num_workers=cfg.train.num_workers, pin_memory=pin,
+        train_ds,
+        batch_size=batch,
+        shuffle=sampler is None,
+        sampler=sampler,
+        collate_fn=collate,
+        generator=generator,
+        drop_last=drop_last,
+        num_workers=cfg.train.num_workers,
+        pin_memory=pin,
+        persistent_workers=cfg.train.num_workers > 0,
     )
-    val_loader = torch.utils.data.DataLoader(val_ds, batch_size=cfg.train.eval_batch_size, collate_fn=collate,
-                                             num_workers=cfg.train.num_workers, pin_memory=pin)
+    val_loader = torch.utils.data.DataLoader(
+        val_ds,
+        batch_size=cfg.train.eval_batch_size,
+        collate_fn=collate,
+        num_workers=cfg.train.num_workers,
+        pin_memory=pin,
+    )
 
     def on_epoch(epoch: int, log_row: dict) -> None:
         logger.log({f"train/{k}": v for k, v in log_row.items() if k != "epoch"}, step=epoch)
 
-    say(f"[bold]{cfg.run_id}[/] {cfg.model.name}-{cfg.model.backbone} loss={cfg.loss.name} "
-        f"on {cfg.data.name} ({len(train_ds)} train / {len(val_ds)} val, {cfg.data.image_size}px, {device.type})")
+    say(
+        f"[bold]{cfg.run_id}[/] {cfg.model.name}-{cfg.model.backbone} loss={cfg.loss.name} "
+        f"on {cfg.data.name} ({len(train_ds)} train / {len(val_ds)} val, {cfg.data.image_size}px, {device.type})"
+    )
     epoch_extras, audit = None, {}
-    if hasattr(model, "matching_audit"):  # DETR: how the matching cost assigns queries, on a fixed probe batch
+    if hasattr(
+        model, "matching_audit"
+    ):  # DETR: how the matching cost assigns queries, on a fixed probe batch
         probe_images, probe_targets = collate([val_ds[i] for i in range(min(len(val_ds), 16))])
 
         def epoch_extras() -> dict:
-            audit.update(model.matching_audit([im.to(device) for im in probe_images],
-                                        [{k: v.to(device) if torch.is_tensor(v) else v for k, v in t.items()}
-                                         for t in probe_targets]))
+            audit.update(
+                model.matching_audit(
+                    [im.to(device) for im in probe_images],
+                    [
+                        {k: v.to(device) if torch.is_tensor(v) else v for k, v in t.items()}
+                        for t in probe_targets
+                    ],
+                )
+            )
             return dict(audit)
 
-    fit_info = fit(model, train_loader, cfg.train, device, rdir, cfg.run_id, on_epoch=on_epoch,
-                   epoch_extras=epoch_extras)
+    trained = model
+    if dist.world > 1:
+        trained = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    fit_info = fit(
+        trained,
+        train_loader,
+        cfg.train,
+        device,
+        rdir,
+        cfg.run_id,
+        on_epoch=on_epoch,
+        epoch_extras=epoch_extras,
+        is_main=dist.is_main,
+    )
+    if not dist.is_main:  # rank 0 evaluates on the whole validation set; the others are done
+        dist.barrier()
+        return {}
     dets = predict(model, val_loader, val_ds.cat_ids, cfg.data.image_size, device)
     atomic_write_text(rdir / "detections.json", json.dumps(dets))
     gt = json.loads(Path(val_ds.ann_file).read_text())
@@ -191,4 +334,5 @@ def _train_and_evaluate(cfg: RunConfig, train_ds, val_ds, device, rdir: Path, lo
     png = plot_reliability(metrics, rdir / "reliability.png")
     write_json(rdir / "metrics.json", metrics)
     logger.log_final(metrics, Path(png))
+    dist.barrier()
     return metrics

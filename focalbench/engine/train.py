@@ -14,7 +14,15 @@ import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
-TRAIN_LOG_COLUMNS = ("epoch", "loss", "loss_cls", "loss_box", "lr", "time_s", "imgs_per_s")  # + epoch_extras
+TRAIN_LOG_COLUMNS = (
+    "epoch",
+    "loss",
+    "loss_cls",
+    "loss_box",
+    "lr",
+    "time_s",
+    "imgs_per_s",
+)  # + epoch_extras
 
 
 class Diverged(RuntimeError):
@@ -31,8 +39,10 @@ def build_optimizer(model: nn.Module, train_cfg) -> torch.optim.Optimizer:
     for p in model.parameters():
         if p.requires_grad:
             (no_decay if p.ndim <= 1 else decay).append(p)
-    groups = [{"params": decay, "weight_decay": train_cfg.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
+    groups = [
+        {"params": decay, "weight_decay": train_cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
     if train_cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=train_cfg.lr, momentum=0.9)
     return torch.optim.AdamW(groups, lr=train_cfg.lr)
@@ -61,7 +71,9 @@ def amp_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
 def save_checkpoint(path: Path, state: dict) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     torch.save(state, tmp)
-    os.replace(tmp, path)  # atomic: a kill leaves the previous checkpoint or the new one, never half of one
+    os.replace(
+        tmp, path
+    )  # atomic: a kill leaves the previous checkpoint or the new one, never half of one
 
 
 def load_checkpoint(path: Path, run_id: str) -> dict | None:
@@ -71,7 +83,9 @@ def load_checkpoint(path: Path, run_id: str) -> dict | None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated or not a checkpoint: losing it costs time, not results
-        warnings.warn(f"{path}: unreadable checkpoint ({type(exc).__name__}); starting over", stacklevel=2)
+        warnings.warn(
+            f"{path}: unreadable checkpoint ({type(exc).__name__}); starting over", stacklevel=2
+        )
         return None
     if not isinstance(state, dict) or state.get("run_id") != run_id:
         warnings.warn(f"{path}: checkpoint of another config; starting over", stacklevel=2)
@@ -79,18 +93,33 @@ def load_checkpoint(path: Path, run_id: str) -> dict | None:
     return state
 
 
-def fit(model: nn.Module, loader, train_cfg, device: torch.device, run_dir: Path, run_id: str,
-        on_epoch=None, epoch_extras=None) -> dict:
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def fit(
+    model: nn.Module,
+    loader,
+    train_cfg,
+    device: torch.device,
+    run_dir: Path,
+    run_id: str,
+    on_epoch=None,
+    epoch_extras=None,
+    is_main: bool = True,
+) -> dict:
     """Train `model` for train_cfg.epochs, resuming from run_dir/checkpoint.pt when it belongs to run_id.
 
     Returns {"imgs_per_s", "epochs_run", "resumed_from"}. Raises Diverged on a non-finite loss or gradient.
     `epoch_extras()` returns extra log columns measured after each epoch (the DETR matching audit: its keys
     must be the same every epoch); `on_epoch(epoch, row)` is called with the full row (W&B logging).
+    Under DDP `model` is the DistributedDataParallel wrapper and only the main rank writes files.
     """
-    model.to(device)
     optimizer = build_optimizer(model, train_cfg)
     total_iters = train_cfg.epochs * len(loader)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_iters, train_cfg.warmup_iters))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_cosine(total_iters, train_cfg.warmup_iters)
+    )
     dtype = amp_dtype(device, train_cfg.amp)
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
 
@@ -98,7 +127,7 @@ def fit(model: nn.Module, loader, train_cfg, device: torch.device, run_dir: Path
     start_epoch = 0
     state = load_checkpoint(ckpt_path, run_id)
     if state is not None:
-        model.load_state_dict(state["model"])
+        _unwrap(model).load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
@@ -107,30 +136,50 @@ def fit(model: nn.Module, loader, train_cfg, device: torch.device, run_dir: Path
 
     images_seen, train_time = 0, 0.0
     progress = Progress(
-        TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-        TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[ips]:.1f} img/s"),
-        TimeRemainingColumn(), disable=not train_cfg.progress, transient=True,
+        TextColumn("[bold]epoch {task.fields[epoch]}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TextColumn("{task.fields[ips]:.1f} img/s"),
+        TimeRemainingColumn(),
+        disable=not (train_cfg.progress and is_main),
+        transient=True,
     )
     with progress:
         for epoch in range(start_epoch, train_cfg.epochs):
             model.train()
-            task = progress.add_task("train", total=len(loader), epoch=epoch + 1, loss=float("nan"), ips=0.0)
+            if hasattr(
+                loader.sampler, "set_epoch"
+            ):  # DistributedSampler: a new shuffle every epoch
+                loader.sampler.set_epoch(epoch)
+            task = progress.add_task(
+                "train", total=len(loader), epoch=epoch + 1, loss=float("nan"), ips=0.0
+            )
             sums = {"loss": 0.0, "loss_cls": 0.0, "loss_box": 0.0}
             t0, n_images = time.perf_counter(), 0
             for step, (images, targets) in enumerate(loader):
                 images = [im.to(device, non_blocking=True) for im in images]
-                targets = [{k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v
-                            for k, v in t.items()} for t in targets]
-                with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                targets = [
+                    {
+                        k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v
+                        for k, v in t.items()
+                    }
+                    for t in targets
+                ]
+                with torch.autocast(
+                    device.type, dtype=dtype or torch.float32, enabled=dtype is not None
+                ):
                     losses = model(images, targets)
                 loss = sum(losses.values())
-                if not torch.isfinite(loss):
-                    raise Diverged(epoch + 1, step, "the loss")
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.unscale_(optimizer)
                 max_norm = train_cfg.clip_grad if train_cfg.clip_grad > 0 else float("inf")
                 grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+                # checked after backward: under DDP a NaN on one rank reaches every rank's gradients through
+                # the all-reduce, so all ranks stop at the same step instead of one waiting forever
+                if not torch.isfinite(loss):
+                    raise Diverged(epoch + 1, step, "the loss")
                 if not torch.isfinite(grad_norm) and not scaler.is_enabled():
                     raise Diverged(epoch + 1, step, "the gradient norm")
                 scaler.step(optimizer)  # with fp16 a scaler skips inf steps itself
@@ -140,31 +189,53 @@ def fit(model: nn.Module, loader, train_cfg, device: torch.device, run_dir: Path
                 n_images += len(images)
                 sums["loss"] += loss.item()
                 sums["loss_cls"] += losses.get("classification", loss).item()
-                sums["loss_box"] += sum(v.item() for k, v in losses.items() if k != "classification")
+                sums["loss_box"] += sum(
+                    v.item() for k, v in losses.items() if k != "classification"
+                )
                 elapsed = time.perf_counter() - t0
-                progress.update(task, advance=1, loss=sums["loss"] / (step + 1), ips=n_images / elapsed)
+                progress.update(
+                    task, advance=1, loss=sums["loss"] / (step + 1), ips=n_images / elapsed
+                )
             epoch_time = time.perf_counter() - t0
             progress.remove_task(task)
             images_seen += n_images
             train_time += epoch_time
             steps = max(1, len(loader))
-            row = {"epoch": epoch + 1, **{k: v / steps for k, v in sums.items()},
-                   "lr": optimizer.param_groups[0]["lr"], "time_s": epoch_time,
-                   "imgs_per_s": n_images / max(epoch_time, 1e-9)}
+            row = {
+                "epoch": epoch + 1,
+                **{k: v / steps for k, v in sums.items()},
+                "lr": optimizer.param_groups[0]["lr"],
+                "time_s": epoch_time,
+                "imgs_per_s": n_images / max(epoch_time, 1e-9),
+            }
             if epoch_extras is not None:
                 row.update(epoch_extras())
                 model.train()
+            if on_epoch is not None:
+                on_epoch(epoch + 1, row)
+            if not is_main:
+                continue
             new_log = epoch == 0 or not log_path.is_file()
             with open(log_path, "w" if new_log else "a", newline="") as f:
                 if new_log:
                     csv.writer(f).writerow(list(row))
-                csv.writer(f).writerow([f"{v:.6g}" if isinstance(v, float) else v for v in row.values()])
-            save_checkpoint(ckpt_path, {
-                "run_id": run_id, "epoch": epoch + 1, "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(), "rng": torch.get_rng_state(),
-            })
-            if on_epoch is not None:
-                on_epoch(epoch + 1, row)
-    return {"imgs_per_s": images_seen / train_time if train_time else None,
-            "epochs_run": train_cfg.epochs - start_epoch, "resumed_from": start_epoch}
+                csv.writer(f).writerow(
+                    [f"{v:.6g}" if isinstance(v, float) else v for v in row.values()]
+                )
+            save_checkpoint(
+                ckpt_path,
+                {
+                    "run_id": run_id,
+                    "epoch": epoch + 1,
+                    "model": _unwrap(model).state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "rng": torch.get_rng_state(),
+                },
+            )
+    return {
+        "imgs_per_s": images_seen / train_time if train_time else None,
+        "epochs_run": train_cfg.epochs - start_epoch,
+        "resumed_from": start_epoch,
+    }

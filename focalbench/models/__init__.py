@@ -24,4 +24,6 @@ def get_model_builder(name: str) -> Callable[..., nn.Module]:
 
 
 def build_model(model_cfg, loss_cfg, matcher_cfg, num_classes: int, image_size: int) -> nn.Module:
-    return get_model_builder(model_cfg.name)(model_cfg, loss_cfg, matcher_cfg, num_classes, image_size)
+    return get_model_builder(model_cfg.name)(
+        model_cfg, loss_cfg, matcher_cfg, num_classes, image_size
+    )

@@ -66,13 +66,18 @@ class _StrideAnchors(AnchorGenerator):
         anchors = super().forward(image_list, feature_maps)
         height = image_list.tensors.shape[-2]
         self.level_strides = [height / f.shape[-2] for f in feature_maps]
-        self.level_counts = [f.shape[-2] * f.shape[-1] * self.num_anchors_per_location()[0] for f in feature_maps]
+        self.level_counts = [
+            f.shape[-2] * f.shape[-1] * self.num_anchors_per_location()[0] for f in feature_maps
+        ]
         return anchors
 
     def anchor_strides(self, device) -> Tensor:
         """Stride of every anchor, in the order of the concatenated head outputs.  # [A]"""
         return torch.cat(
-            [torch.full((n,), s, device=device) for s, n in zip(self.level_strides, self.level_counts)]
+            [
+                torch.full((n,), s, device=device)
+                for s, n in zip(self.level_strides, self.level_counts)
+            ]
         )
 
 
@@ -108,9 +113,18 @@ def elementwise_iou(a: Tensor, b: Tensor) -> Tensor:
 class FocalRetinaNet(RetinaNet):
     """RetinaNet whose loss is `cls_loss` (any focalbench loss) and whose box branch is `l1` or `dfl`."""
 
-    def __init__(self, backbone, num_classes: int, cls_loss: ClsLoss, box_head: str = "l1",
-                 reg_max: int = 8, anchor_sizes=(16, 32, 64, 128, 256), image_size: int = 256,
-                 score_thresh: float = 0.01, detections_per_img: int = 100):
+    def __init__(
+        self,
+        backbone,
+        num_classes: int,
+        cls_loss: ClsLoss,
+        box_head: str = "l1",
+        reg_max: int = 8,
+        anchor_sizes=(16, 32, 64, 128, 256),
+        image_size: int = 256,
+        score_thresh: float = 0.01,
+        detections_per_img: int = 100,
+    ):
         anchor_generator = _StrideAnchors(
             tuple((s, int(s * 2 ** (1 / 3)), int(s * 2 ** (2 / 3))) for s in anchor_sizes),
             ((0.5, 1.0, 2.0),) * len(anchor_sizes),
@@ -118,10 +132,16 @@ class FocalRetinaNet(RetinaNet):
         num_anchors = anchor_generator.num_anchors_per_location()[0]
         # softmax losses need an explicit background class, the last logit (as DETR's no-object class)
         out_classes = num_classes + 1 if cls_loss.softmax else num_classes
-        norm = partial(nn.GroupNorm, 32)  # from scratch, the heads train far better with GroupNorm (RetinaNet v2)
+        norm = partial(
+            nn.GroupNorm, 32
+        )  # from scratch, the heads train far better with GroupNorm (RetinaNet v2)
         head = RetinaNetHead(backbone.out_channels, num_anchors, out_classes, norm_layer=norm)
         head.classification_head = RetinaNetClassificationHead(
-            backbone.out_channels, num_anchors, out_classes, prior_probability=PRIOR_PROB, norm_layer=norm
+            backbone.out_channels,
+            num_anchors,
+            out_classes,
+            prior_probability=PRIOR_PROB,
+            norm_layer=norm,
         )
         if cls_loss.softmax:
             # p(each fg class) = PRIOR_PROB at init: fg biases 0, background bias log(1/pi - C)
@@ -129,10 +149,17 @@ class FocalRetinaNet(RetinaNet):
             bias[:, :num_classes] = 0.0
             bias[:, num_classes] = math.log(1 / PRIOR_PROB - num_classes)
         if box_head == "dfl":
-            head.regression_head = DFLRegressionHead(backbone.out_channels, num_anchors, reg_max, norm)
+            head.regression_head = DFLRegressionHead(
+                backbone.out_channels, num_anchors, reg_max, norm
+            )
         super().__init__(
-            backbone, out_classes, min_size=image_size, max_size=image_size,
-            anchor_generator=anchor_generator, head=head, score_thresh=score_thresh,
+            backbone,
+            out_classes,
+            min_size=image_size,
+            max_size=image_size,
+            anchor_generator=anchor_generator,
+            head=head,
+            score_thresh=score_thresh,
             detections_per_img=detections_per_img,
         )
         self.num_classes = num_classes
@@ -152,16 +179,23 @@ class FocalRetinaNet(RetinaNet):
         centre = (anchors[:, :2] + anchors[:, 2:]) / 2
         return torch.cat([centre - dist[:, :2], centre + dist[:, 2:]], dim=1)
 
-    def _box_loss(self, box_out: Tensor, gt: Tensor, anchors: Tensor, strides: Tensor,
-                  pred: Tensor) -> Tensor:
+    def _box_loss(
+        self, box_out: Tensor, gt: Tensor, anchors: Tensor, strides: Tensor, pred: Tensor
+    ) -> Tensor:
         """Per-positive box loss.  box_out [P, 4|4*bins], gt/anchors/pred [P, 4], strides [P] -> [P]"""
         if self.box_head == "l1":
-            return F.l1_loss(box_out, self.box_coder.encode_single(gt, anchors), reduction="none").sum(1)
+            return F.l1_loss(
+                box_out, self.box_coder.encode_single(gt, anchors), reduction="none"
+            ).sum(1)
         centre = (anchors[:, :2] + anchors[:, 2:]) / 2
-        dist = torch.cat([centre - gt[:, :2], gt[:, 2:] - centre], dim=1) / strides[:, None]  # [P, 4]
+        dist = (
+            torch.cat([centre - gt[:, :2], gt[:, 2:] - centre], dim=1) / strides[:, None]
+        )  # [P, 4]
         # GFL clamps just below reg_max; our DFL accepts the last bin itself
         dist = dist.clamp(0, self.reg_max)
-        dfl = distribution_focal_loss(box_out.reshape(-1, self.reg_max + 1), dist.reshape(-1)).view(-1, 4)
+        dfl = distribution_focal_loss(box_out.reshape(-1, self.reg_max + 1), dist.reshape(-1)).view(
+            -1, 4
+        )
         giou = generalized_box_iou_loss(pred, gt, reduction="none")
         return DFL_WEIGHT * dfl.mean(1) + GIOU_WEIGHT * giou
 
@@ -189,18 +223,24 @@ class FocalRetinaNet(RetinaNet):
         fg_b, fg_a = fg.nonzero(as_tuple=True)
         pos_out = box_out[fg_b, fg_a]
         pos_gt, pos_anchors, pos_strides = gt_boxes[fg_b, fg_a], anchors[fg_b, fg_a], strides[fg_a]
-        pos_pred = self.decode(pos_out if self.box_head == "dfl" else pos_out.detach(), pos_anchors, pos_strides)
+        pos_pred = self.decode(
+            pos_out if self.box_head == "dfl" else pos_out.detach(), pos_anchors, pos_strides
+        )
 
         spec = self.cls_loss.spec
         kwargs = self.cls_loss.kwargs()
         if spec.kind == "softmax":
             labels = torch.where(fg, gt_labels, C).masked_fill(~valid, -100)  # background = class C
-            cls = self.loss_fn(cls_logits.flatten(0, 1), labels.flatten(), reduction="none", **kwargs)
+            cls = self.loss_fn(
+                cls_logits.flatten(0, 1), labels.flatten(), reduction="none", **kwargs
+            )
             cls_per_image = cls.view(B, A).sum(1)
         else:
             target = torch.zeros_like(cls_logits)
             if spec.target == "iou":  # QFL/VFL: the IoU of the detached predicted box with its gt
-                quality = elementwise_iou(pos_pred.detach(), pos_gt).clamp(min=1e-6).to(target.dtype)
+                quality = (
+                    elementwise_iou(pos_pred.detach(), pos_gt).clamp(min=1e-6).to(target.dtype)
+                )
             else:
                 quality = 1.0
             target[fg_b, fg_a, gt_labels[fg_b, fg_a]] = quality
@@ -209,11 +249,19 @@ class FocalRetinaNet(RetinaNet):
 
         box = self._box_loss(pos_out, pos_gt, pos_anchors, pos_strides, pos_pred)
         box_per_image = cls_per_image.new_zeros(B).index_add(0, fg_b, box.to(cls_per_image.dtype))
-        if self.cls_loss.normalization == "num_pos_batch":  # mmdet, DETR: one count for the whole batch
+        if (
+            self.cls_loss.normalization == "num_pos_batch"
+        ):  # mmdet, DETR: one count for the whole batch
             norm = num_pos.sum().clamp(min=1)
-            return {"classification": cls_per_image.sum() / norm, "bbox_regression": box_per_image.sum() / norm}
+            return {
+                "classification": cls_per_image.sum() / norm,
+                "bbox_regression": box_per_image.sum() / norm,
+            }
         norm = num_pos.clamp(min=1)  # torchvision: per image, then the mean over images
-        return {"classification": (cls_per_image / norm).mean(), "bbox_regression": (box_per_image / norm).mean()}
+        return {
+            "classification": (cls_per_image / norm).mean(),
+            "bbox_regression": (box_per_image / norm).mean(),
+        }
 
     # ---- inference ---------------------------------------------------------------------------
     def postprocess_detections(self, head_outputs, anchors, image_shapes):
@@ -225,7 +273,9 @@ class FocalRetinaNet(RetinaNet):
             for level, anchors_l in enumerate(anchors[index]):
                 logits = head_outputs["cls_logits"][level][index]  # [A_l, K]
                 if self.cls_loss.softmax:
-                    scores = logits.float().softmax(-1)[:, : self.num_classes]  # background excluded
+                    scores = logits.float().softmax(-1)[
+                        :, : self.num_classes
+                    ]  # background excluded
                 else:
                     scores = logits.float().sigmoid()
                 scores = scores.flatten()
@@ -239,9 +289,17 @@ class FocalRetinaNet(RetinaNet):
                 boxes_all.append(box_ops.clip_boxes_to_image(boxes, image_shape))
                 scores_all.append(scores)
                 labels_all.append(flat_idx % self.num_classes)
-            boxes, scores, labels = torch.cat(boxes_all), torch.cat(scores_all), torch.cat(labels_all)
-            keep = box_ops.batched_nms(boxes, scores, labels, self.nms_thresh)[: self.detections_per_img]
-            detections.append({"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]})
+            boxes, scores, labels = (
+                torch.cat(boxes_all),
+                torch.cat(scores_all),
+                torch.cat(labels_all),
+            )
+            keep = box_ops.batched_nms(boxes, scores, labels, self.nms_thresh)[
+                : self.detections_per_img
+            ]
+            detections.append(
+                {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}
+            )
         return detections
 
 
@@ -249,16 +307,28 @@ def build_retinanet(model_cfg, loss_cfg, num_classes: int, image_size: int) -> F
     """RetinaNet with a ResNet-18/50 FPN (P3-P7) trained from scratch with BatchNorm (frozen BN is for
     ImageNet weights), or with the backbone weights of a local torchvision checkpoint (`weights_path`)."""
     backbone = resnet_fpn_backbone(
-        backbone_name=model_cfg.backbone, weights=None, norm_layer=nn.BatchNorm2d, trainable_layers=5,
-        returned_layers=[2, 3, 4], extra_blocks=LastLevelP6P7(256, 256),
+        backbone_name=model_cfg.backbone,
+        weights=None,
+        norm_layer=nn.BatchNorm2d,
+        trainable_layers=5,
+        returned_layers=[2, 3, 4],
+        extra_blocks=LastLevelP6P7(256, 256),
     )
     if model_cfg.weights_path:
         load_backbone_weights(backbone.body, model_cfg.weights_path)
-    cls_loss = ClsLoss(loss_cfg.name, loss_cfg.alpha, loss_cfg.gamma, loss_cfg.beta, loss_cfg.normalization)
+    cls_loss = ClsLoss(
+        loss_cfg.name, loss_cfg.alpha, loss_cfg.gamma, loss_cfg.beta, loss_cfg.normalization
+    )
     return FocalRetinaNet(
-        backbone, num_classes, cls_loss, box_head=model_cfg.box_head, reg_max=model_cfg.reg_max,
-        anchor_sizes=tuple(model_cfg.anchor_sizes), image_size=image_size,
-        score_thresh=model_cfg.score_thresh, detections_per_img=model_cfg.detections_per_img,
+        backbone,
+        num_classes,
+        cls_loss,
+        box_head=model_cfg.box_head,
+        reg_max=model_cfg.reg_max,
+        anchor_sizes=tuple(model_cfg.anchor_sizes),
+        image_size=image_size,
+        score_thresh=model_cfg.score_thresh,
+        detections_per_img=model_cfg.detections_per_img,
     )
 
 
@@ -271,7 +341,9 @@ def load_backbone_weights(body: nn.Module, path: str) -> None:
     except FileNotFoundError as exc:
         raise InputError(f"model.weights_path={path!r}: no such file") from exc
     except Exception as exc:  # a truncated or foreign file
-        raise InputError(f"model.weights_path={path!r} is not a loadable state dict: {exc}") from exc
+        raise InputError(
+            f"model.weights_path={path!r} is not a loadable state dict: {exc}"
+        ) from exc
     state = state.get("state_dict", state) if isinstance(state, dict) else state
     missing, _ = body.load_state_dict(state, strict=False)
     if missing:

@@ -39,8 +39,9 @@ def safe_name(value: str, option: str) -> str:
     return value
 
 
-def run_dir(results_dir: str | Path, run_id: str, sweep_id: str | None = None,
-            job_name: str | None = None) -> Path:
+def run_dir(
+    results_dir: str | Path, run_id: str, sweep_id: str | None = None, job_name: str | None = None
+) -> Path:
     """results/runs/<run_id>/, or results/sweeps/<sweep_id>/<job_name>/ for a sweep job."""
     root = Path(results_dir)
     if sweep_id:
@@ -70,13 +71,13 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def _format(value: Any) -> str:
+def format_cell(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, float):
         return f"{value:.6g}"
     if isinstance(value, (list, tuple)):
-        return " ".join(_format(v) for v in value)
+        return " ".join(format_cell(v) for v in value)
     return str(value).replace("\n", " ").replace("\r", " ")
 
 
@@ -92,7 +93,7 @@ def append_row(csv_path: str | Path, row: dict[str, Any]) -> None:
         new = not csv_path.exists() or csv_path.stat().st_size == 0
         if new:
             writer.writerow(CSV_COLUMNS)
-        writer.writerow([_format(row.get(c)) for c in CSV_COLUMNS])
+        writer.writerow([format_cell(row.get(c)) for c in CSV_COLUMNS])
         # one write of whole lines: a reader never sees a torn row, even without the lock
         with open(csv_path, "a", newline="") as f:
             f.write(buf.getvalue())
@@ -104,14 +105,18 @@ def read_rows(csv_path: str | Path) -> list[dict[str, str]]:
     """All rows of runs.csv. InputError for a missing file or a header that is not focalbench's."""
     csv_path = Path(csv_path)
     if not csv_path.is_file():
-        raise InputError(f"{csv_path}: no such results file (run `focalbench train` or `sweep` first)")
+        raise InputError(
+            f"{csv_path}: no such results file (run `focalbench train` or `sweep` first)"
+        )
     with open(csv_path, newline="") as f:
         reader = csv.reader(f)
         header = next(reader, None)
         if header is None:
             return []
         if tuple(header) != CSV_COLUMNS:
-            foreign = sorted(set(header) - set(CSV_COLUMNS)) or sorted(set(CSV_COLUMNS) - set(header))
+            foreign = sorted(set(header) - set(CSV_COLUMNS)) or sorted(
+                set(CSV_COLUMNS) - set(header)
+            )
             raise InputError(
                 f"{csv_path}: not a focalbench runs.csv (columns differ, e.g. {foreign[:3]}); "
                 "`focalbench leaderboard --rebuild` regenerates it from the run folders"

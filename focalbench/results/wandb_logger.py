@@ -13,8 +13,16 @@ from typing import Any
 
 
 class WandbLogger:
-    def __init__(self, wandb_cfg, science: dict[str, Any], run_id: str, sweep_id: str | None,
-                 run_dir: Path, description: str, tags: list[str]):
+    def __init__(
+        self,
+        wandb_cfg,
+        science: dict[str, Any],
+        run_id: str,
+        sweep_id: str | None,
+        run_dir: Path,
+        description: str,
+        tags: list[str],
+    ):
         self.run = None
         if not wandb_cfg.enabled or wandb_cfg.mode == "disabled":
             return
@@ -25,9 +33,17 @@ class WandbLogger:
         import wandb
 
         self.run = wandb.init(
-            project=wandb_cfg.project, entity=wandb_cfg.entity, mode=mode, group=sweep_id,
-            name=f"{run_id} {description}", id=None, tags=tags, config=science, dir=str(run_dir),
-            reinit="finish_previous", settings=wandb.Settings(console="off", silent=True),
+            project=wandb_cfg.project,
+            entity=wandb_cfg.entity,
+            mode=mode,
+            group=sweep_id,
+            name=f"{run_id} {description}",
+            id=None,
+            tags=tags,
+            config=science,
+            dir=str(run_dir),
+            reinit="finish_previous",
+            settings=wandb.Settings(console="off", silent=True),
         )
 
     def log(self, data: dict[str, Any], step: int | None = None) -> None:

@@ -7,8 +7,8 @@ and submitit_local launchers reuse worker processes, so every job would see GPU 
     python -m focalbench.train -m loss=focal,bce hydra/launcher=gpu_pool hydra.launcher.gpus=[0,1]
 """
 
-from __future__ import annotations
-
+# no `from __future__ import annotations`: Hydra scans this module in a way that breaks string annotations
+# of dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,20 +27,29 @@ class GpuPoolLauncherConf:
     log_dir: str = "${hydra.sweep.dir}/logs"
 
 
-ConfigStore.instance().store(group="hydra/launcher", name="gpu_pool", node=GpuPoolLauncherConf,
-                             provider="focalbench")
+ConfigStore.instance().store(
+    group="hydra/launcher", name="gpu_pool", node=GpuPoolLauncherConf, provider="focalbench"
+)
 
 
 class GpuPoolLauncher(Launcher):
-    def __init__(self, gpus: Sequence[int] = (), jobs_per_gpu: int = 1, jobs: int = 1,
-                 log_dir: str = "logs") -> None:
-        self.gpus, self.jobs_per_gpu, self.jobs, self.log_dir = list(gpus), jobs_per_gpu, jobs, log_dir
+    def __init__(
+        self, gpus: Sequence[int] = (), jobs_per_gpu: int = 1, jobs: int = 1, log_dir: str = "logs"
+    ) -> None:
+        self.gpus, self.jobs_per_gpu, self.jobs, self.log_dir = (
+            list(gpus),
+            jobs_per_gpu,
+            jobs,
+            log_dir,
+        )
         self.config = None
 
     def setup(self, *, hydra_context, task_function, config) -> None:
         self.config = config
 
-    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+    def launch(
+        self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+    ) -> Sequence[JobReturn]:
         from focalbench.sweep import check_gpus, job_command, popen_job, run_pool, slot_envs
 
         if self.gpus:
@@ -61,7 +70,11 @@ class GpuPoolLauncher(Launcher):
         run_pool(items, envs, launch, on_done)
         returns = []
         for idx, overrides in items:
-            ret = JobReturn(overrides=list(overrides), task_name="focalbench", status=JobStatus.COMPLETED,
-                            _return_value=codes[idx])
+            ret = JobReturn(
+                overrides=list(overrides),
+                task_name="focalbench",
+                status=JobStatus.COMPLETED,
+                _return_value=codes[idx],
+            )
             returns.append(ret)
         return returns

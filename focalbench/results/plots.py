@@ -1,0 +1,153 @@
+"""Leaderboard figures: alpha x gamma heatmaps of a metric (a panel per loss), mAP vs LaECE0.
+
+Imported lazily (by leaderboard.plot), so matplotlib never slows `--help` or the table output.
+Figures are drawn on the Agg canvas directly (Figure + FigureCanvasAgg, no pyplot): no global
+backend switch, no GUI, safe in worker processes.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from focalbench.errors import InputError
+from focalbench.results.leaderboard import (
+    CONFIG_KEYS,
+    LOWER_IS_BETTER,
+    METRICS,
+    Board,
+    leaderboard,
+)
+
+_OFF = "off"  # alpha left empty: no alpha-balancing
+
+
+def _axis_key(label: str) -> tuple[int, float, str]:
+    """Numbers ascending, then other labels (per-class alpha lists), then 'off'."""
+    if label == _OFF:
+        return (2, 0.0, "")
+    try:
+        return (0, float(label), "")
+    except ValueError:
+        return (1, 0.0, label)
+
+
+def _grouped(board_or_rows: Board | list[dict[str, str]]) -> list[dict[str, Any]]:
+    if isinstance(board_or_rows, Board):
+        if not board_or_rows.by_seed:
+            return board_or_rows.entries
+        return leaderboard(board_or_rows.rows).entries  # rows are already filtered and ok
+    return leaderboard(board_or_rows).entries
+
+
+def plot(
+    board_or_rows: Board | list[dict[str, str]], path: str | Path, metric: str = "mAP"
+) -> list[Path]:
+    """Write `path` (heatmaps of `metric`, mean over seeds) and `<stem>_scatter<suffix>`.
+
+    A panel per loss; when other config keys vary too (model, backbone...), a panel per
+    combination, so a cell never mixes configs. One colour scale for all panels, reversed for
+    lower-is-better metrics (bright = good). No suffix -> .png. Returns the two paths.
+    """
+    if metric not in METRICS:
+        raise InputError(f"plot metric {metric!r} is unknown; choose from: {', '.join(METRICS)}")
+    entries = _grouped(board_or_rows)
+    if not entries:
+        raise InputError("--plot: no ok runs to plot (check --where and the run statuses)")
+    path = Path(path)
+    if not path.suffix:
+        path = path.with_suffix(".png")
+    formats = FigureCanvasAgg(Figure()).get_supported_filetypes()
+    if path.suffix[1:].lower() not in formats:
+        raise InputError(
+            f"--plot {str(path)!r}: unsupported image type; choose from: {', '.join(formats)}"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scatter_path = path.with_name(f"{path.stem}_scatter{path.suffix}")
+    _heatmaps(entries, metric).savefig(path, dpi=120)
+    _scatter(entries).savefig(scatter_path, dpi=120)
+    return [path, scatter_path]
+
+
+def _panel_keys(entries: list[dict[str, Any]]) -> list[str]:
+    others = [k for k in CONFIG_KEYS if k not in ("loss", "alpha", "gamma")]
+    return ["loss"] + [k for k in others if len({e[k] for e in entries}) > 1]
+
+
+def _heatmaps(entries: list[dict[str, Any]], metric: str) -> Figure:
+    keys = _panel_keys(entries)
+    panels: dict[tuple[str, ...], dict[tuple[str, str], float]] = {}
+    for e in entries:
+        cells = panels.setdefault(tuple(e[k] for k in keys), {})
+        cells[(e["gamma"], e["alpha"] or _OFF)] = e[f"{metric}_mean"]
+    values = [x for cells in panels.values() for x in cells.values() if not math.isnan(x)]
+    vmin, vmax = (min(values), max(values)) if values else (0.0, 1.0)
+    cmap = "viridis_r" if metric in LOWER_IS_BETTER else "viridis"
+
+    panels = dict(sorted(panels.items()))
+    widths = [1.0 + len({a for _, a in cells}) for cells in panels.values()]  # ~ alpha columns
+    fig = Figure(figsize=(2.0 + 0.9 * sum(widths), 3.6), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(panels), squeeze=False, width_ratios=widths)[0]
+    image = None
+    for ax, (panel, cells) in zip(axes, panels.items()):
+        gammas = sorted({g for g, _ in cells}, key=_axis_key)
+        alphas = sorted({a for _, a in cells}, key=_axis_key)
+        grid = [[cells.get((g, a), math.nan) for a in alphas] for g in gammas]  # [G, A]
+        image = ax.imshow(grid, cmap=cmap, vmin=vmin, vmax=vmax, origin="lower", aspect="auto")
+        for gi, row in enumerate(grid):
+            for ai, x in enumerate(row):
+                if not math.isnan(x):
+                    r, g, b, _ = image.cmap(image.norm(x))
+                    ink = "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"
+                    ax.text(ai, gi, f"{x:.3f}", ha="center", va="center", color=ink, fontsize=8)
+        ax.set_xticks(range(len(alphas)), alphas)
+        ax.set_yticks(range(len(gammas)), gammas)
+        ax.set_xlabel("alpha")
+        # the engine logs QFL's beta in the gamma column (same role: the focusing exponent)
+        ax.set_ylabel("beta" if panel[0] == "qfl" else "gamma")
+        ax.set_title(
+            " · ".join([panel[0], *(f"{k}={v}" for k, v in zip(keys[1:], panel[1:]))]), fontsize=9
+        )
+    if image is not None:
+        arrow = "lower is better" if metric in LOWER_IS_BETTER else "higher is better"
+        fig.colorbar(image, ax=list(axes), label=f"{metric} ({arrow})", shrink=0.9)
+    fig.suptitle(f"{metric}, mean over seeds")
+    return fig
+
+
+def _scatter(entries: list[dict[str, Any]]) -> Figure:
+    """One marker per config at (LaECE0, mAP) with ±std error bars; colour = loss."""
+    fig = Figure(figsize=(6, 4.5), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    losses = sorted({e["loss"] for e in entries})
+    colours = {loss: f"C{i % 10}" for i, loss in enumerate(losses)}
+    for loss in losses:
+        group = [e for e in entries if e["loss"] == loss]
+        xs = [e["laece0_mean"] for e in group]
+        ys = [e["mAP_mean"] for e in group]
+        xerr = [0.0 if math.isnan(e["laece0_std"]) else e["laece0_std"] for e in group]
+        yerr = [0.0 if math.isnan(e["mAP_std"]) else e["mAP_std"] for e in group]
+        ax.errorbar(
+            xs, ys, xerr=xerr, yerr=yerr, fmt="o", color=colours[loss], label=loss, capsize=2
+        )
+        if len(entries) <= 30:  # labels stay readable only for small grids
+            for e, x, y in zip(group, xs, ys):
+                ax.annotate(
+                    f"a={e['alpha'] or _OFF} g={e['gamma']}",
+                    (x, y),
+                    fontsize=7,
+                    textcoords="offset points",
+                    xytext=(4, 4),
+                )
+    ax.set_xlabel("LaECE0 (lower is better)")
+    ax.set_ylabel("mAP (higher is better)")
+    ax.set_title("mAP vs LaECE0, one marker per config (mean ± std over seeds)", fontsize=9)
+    ax.legend(title="loss", fontsize=8)
+    ax.grid(alpha=0.3)
+    return fig

@@ -1,0 +1,28 @@
+"""Shared fixtures: run the real CLI in a temp folder, on tiny data."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def cli(tmp_path):
+    """Run `focalbench ARGS` in a fresh process with tmp_path as working dir; returns CompletedProcess."""
+
+    def run(*args, timeout=300, env=None):
+        full_env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "2", **(env or {})}
+        return subprocess.run(
+            [sys.executable, "-m", "focalbench", *args],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=full_env,
+        )
+
+    return run
