@@ -1,4 +1,5 @@
 """python -m focalbench == the focalbench command."""
+
 from focalbench.cli import main
 
 main()

@@ -7,7 +7,6 @@ Errors are one line on stderr; `--debug` shows the traceback.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -210,8 +209,10 @@ def evaluate(
     if plot is not None:
         plot_reliability(result, plot)
     if as_json:
+        from focalbench.metrics.evaluate import to_json
+
         result.pop("reliability", None)
-        sys.stdout.write(json.dumps(result, default=float) + "\n")
+        sys.stdout.write(to_json(result) + "\n")  # strict JSON: NaN becomes null
         return
     print_metrics(result, title=f"{dets.name} vs {gt.name}")
     if plot is not None:
@@ -294,35 +295,18 @@ def check(
 
 
 def print_metrics(metrics: dict, title: str) -> None:
-    """The headline numbers as a table (mAP stats, then calibration)."""
+    """The headline numbers: COCO stats and calibration side by side, one metric per line."""
+    coco = ("mAP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+    calib = ("laece0", "laace0", "lrp", "dece", "brier", "imgs_per_s")
     table = Table(title=title, title_justify="left")
-    keys = [
-        k
-        for k in (
-            "mAP",
-            "AP50",
-            "AP75",
-            "APs",
-            "APm",
-            "APl",
-            "AR1",
-            "AR10",
-            "AR100",
-            "ARs",
-            "ARm",
-            "ARl",
-            "laece0",
-            "laace0",
-            "lrp",
-            "dece",
-            "brier",
-            "imgs_per_s",
-        )
-        if k in metrics
-    ]
-    for key in keys:
-        table.add_column(key, justify="right")
-    table.add_row(*(_fmt(metrics[k]) for k in keys))
+    for col in ("COCO", "", "calibration", ""):
+        table.add_column(col, justify="right" if col == "" else "left")
+    left = [k for k in coco if k in metrics]
+    right = [k for k in calib if k in metrics]
+    for i in range(max(len(left), len(right))):
+        a = left[i] if i < len(left) else None
+        b = right[i] if i < len(right) else None
+        table.add_row(a or "", _fmt(metrics[a]) if a else "", b or "", _fmt(metrics[b]) if b else "")
     out.print(table)
 
 

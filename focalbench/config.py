@@ -49,6 +49,8 @@ class ModelCfg:
     # RetinaNet
     box_head: str = "l1"
     reg_max: int = 8
+    fpn_channels: int = 256  # FPN and head width (torchvision: 256); 128 trains ~3x faster on a CPU
+    head_convs: int = 4  # convs per head branch before the predictor (torchvision: 4)
     anchor_sizes: tuple[int, ...] = (16, 32, 64, 128, 256)
     score_thresh: float = 0.01
     detections_per_img: int = 100
@@ -71,6 +73,11 @@ class ModelCfg:
         _check_choice("model.backbone", self.backbone, ("resnet18", "resnet50"))
         _check_choice("model.box_head", self.box_head, ("l1", "dfl"))
         _check_range("model.reg_max", self.reg_max, 1)
+        if self.fpn_channels < 32 or self.fpn_channels % 32:
+            raise InputError(
+                f"model.fpn_channels={self.fpn_channels} must be a positive multiple of 32 (GroupNorm groups)"
+            )
+        _check_range("model.head_convs", self.head_convs, 0, 4)
         _check_range("model.score_thresh", self.score_thresh, 0.0, 1.0)
         _check_range("model.detections_per_img", self.detections_per_img, 1)
         if len(self.anchor_sizes) != 5 or min(self.anchor_sizes) < 1:

@@ -53,8 +53,15 @@ def test_group_options_lists_the_yaml_files():
 
 def test_run_id_hashes_science_only():
     a = compose(["experiment=smoke"])
-    b = compose(["experiment=smoke", "results_dir=/elsewhere", "train.device=cpu", "train.threads=1",
-                 "logger=wandb"])
+    b = compose(
+        [
+            "experiment=smoke",
+            "results_dir=/elsewhere",
+            "train.device=cpu",
+            "train.threads=1",
+            "logger=wandb",
+        ]
+    )
     assert a.run_id == b.run_id  # paths, device, threads and logging do not change the science
     assert len(a.run_id) == 10
     assert compose(["experiment=smoke", "seed=1"]).run_id != a.run_id
@@ -68,7 +75,9 @@ def test_run_id_is_stable():
     import json
 
     science = {"b": 1, "a": [1, 2]}
-    expected = hashlib.sha1(json.dumps({"a": [1, 2], "b": 1}, separators=(",", ":")).encode()).hexdigest()
+    expected = hashlib.sha1(
+        json.dumps({"a": [1, 2], "b": 1}, separators=(",", ":")).encode()
+    ).hexdigest()
     assert run_id(science) == expected[:10]
 
 

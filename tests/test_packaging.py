@@ -13,22 +13,41 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_wheel_holds_the_config_tree(tmp_path):
     subprocess.run(
-        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path), str(ROOT)],
-        check=True, capture_output=True,
+        [
+            sys.executable,
+            "-m",
+            "build",
+            "--wheel",
+            "--no-isolation",
+            "--outdir",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
     )
     (wheel,) = tmp_path.glob("focalbench-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     shipped = {n for n in names if n.startswith("focalbench/conf/") and n.endswith(".yaml")}
-    expected = {f"focalbench/conf/{p.relative_to(ROOT / 'conf')}" for p in (ROOT / "conf").rglob("*.yaml")}
+    expected = {
+        f"focalbench/conf/{p.relative_to(ROOT / 'conf')}" for p in (ROOT / "conf").rglob("*.yaml")
+    }
     assert expected and expected == shipped
     assert "focalbench/conf/__init__.py" in names
-    for module in ("focalbench/cli.py", "focalbench/losses/__init__.py", "focalbench/metrics/__init__.py",
-                   "focalbench/data/__init__.py", "focalbench/models/retinanet.py"):
+    for module in (
+        "focalbench/cli.py",
+        "focalbench/losses/__init__.py",
+        "focalbench/metrics/__init__.py",
+        "focalbench/data/__init__.py",
+        "focalbench/models/retinanet.py",
+    ):
         assert module in names
 
 
 def test_python_m_focalbench_help():
-    out = subprocess.run([sys.executable, "-m", "focalbench", "--help"], capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "focalbench", "--help"], capture_output=True, text=True
+    )
     assert out.returncode == 0
     for command in ("train", "evaluate", "data", "losses"):
         assert command in out.stdout

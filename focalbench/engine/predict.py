@@ -25,9 +25,9 @@ def predict(
             boxes[:, 0::2] *= w / image_size
             boxes[:, 1::2] *= h / image_size
             boxes[:, 2:] -= boxes[:, :2]  # -> xywh
-            for box, score, label in zip(
-                boxes.tolist(), out["scores"].tolist(), out["labels"].tolist()
-            ):
+            keep = (boxes[:, 2] > 0.01) & (boxes[:, 3] > 0.01)  # clipping at a border can flatten a box
+            scores, labels = out["scores"].cpu()[keep], out["labels"].cpu()[keep]
+            for box, score, label in zip(boxes[keep].tolist(), scores.tolist(), labels.tolist()):
                 results.append(
                     {
                         "image_id": int(target["image_id"]),

@@ -150,9 +150,12 @@ def run(cfg: RunConfig, force: bool = False, console=None) -> RunResult:
         )
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    train_ds, val_ds = build_datasets(
-        cfg.data, cfg.results_dir
-    )  # InputError here: nothing recorded
+    # bad input (InputError) surfaces here, before anything is recorded
+    train_ds, val_ds = build_datasets(cfg.data, cfg.results_dir)
+    from focalbench.models import build_model
+
+    seed_everything(cfg.seed)
+    model = build_model(cfg.model, cfg.loss, cfg.matcher, train_ds.num_classes, cfg.data.image_size)
     rdir = run_dir(cfg.results_dir, rid, cfg.sweep_id, cfg.job_name)
     if dist.is_main:
         try:
@@ -181,7 +184,7 @@ def run(cfg: RunConfig, force: bool = False, console=None) -> RunResult:
     metrics: dict[str, Any] = {}
     previous = signal.signal(signal.SIGTERM, _raise_interrupt) if _main_thread() else None
     try:
-        metrics = _train_and_evaluate(cfg, train_ds, val_ds, dist, rdir, logger, say)
+        metrics = _train_and_evaluate(cfg, model, train_ds, val_ds, dist, rdir, logger, say)
         row.update(status="ok", **{k: metrics.get(k) for k in _METRIC_COLUMNS})
     except Diverged as exc:
         row.update(status="diverged", error=str(exc))
@@ -190,11 +193,7 @@ def run(cfg: RunConfig, force: bool = False, console=None) -> RunResult:
             status="interrupted", error="interrupted (resume by running the same command again)"
         )
         raise
-    except InputError:
-        raise
-    except (
-        Exception
-    ) as exc:  # a crashed run is recorded, never lost; the traceback goes to the run folder
+    except Exception as exc:  # a crashed run is recorded, never lost; its traceback goes to error.txt
         row.update(status="failed", error=f"{type(exc).__name__}: {exc}")
         if dist.is_main:
             atomic_write_text(rdir / "error.txt", traceback.format_exc())
@@ -236,17 +235,13 @@ def _main_thread() -> bool:
 
 
 def _train_and_evaluate(
-    cfg: RunConfig, train_ds, val_ds, dist: Dist, rdir: Path, logger, say
+    cfg: RunConfig, model, train_ds, val_ds, dist: Dist, rdir: Path, logger, say
 ) -> dict:
     from focalbench.data import collate
     from focalbench.metrics import evaluate, plot_reliability
-    from focalbench.models import build_model
 
     device = dist.device
-    seed_everything(cfg.seed)
-    model = build_model(
-        cfg.model, cfg.loss, cfg.matcher, train_ds.num_classes, cfg.data.image_size
-    ).to(device)
+    model = model.to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -332,7 +327,9 @@ def _train_and_evaluate(
     if audit:
         metrics["matching_audit"] = audit  # as measured after the last epoch
     png = plot_reliability(metrics, rdir / "reliability.png")
-    write_json(rdir / "metrics.json", metrics)
+    from focalbench.metrics.evaluate import to_json
+
+    atomic_write_text(rdir / "metrics.json", to_json(metrics, indent=2) + "\n")
     logger.log_final(metrics, Path(png))
     dist.barrier()
     return metrics

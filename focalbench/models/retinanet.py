@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
+import torchvision
+from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.models.detection.retinanet import (
     RetinaNet,
     RetinaNetClassificationHead,
@@ -124,6 +125,7 @@ class FocalRetinaNet(RetinaNet):
         image_size: int = 256,
         score_thresh: float = 0.01,
         detections_per_img: int = 100,
+        head_convs: int = 4,
     ):
         anchor_generator = _StrideAnchors(
             tuple((s, int(s * 2 ** (1 / 3)), int(s * 2 ** (2 / 3))) for s in anchor_sizes),
@@ -152,6 +154,9 @@ class FocalRetinaNet(RetinaNet):
             head.regression_head = DFLRegressionHead(
                 backbone.out_channels, num_anchors, reg_max, norm
             )
+        # fewer than torchvision's 4 convs per branch: a cheaper head for CPU budgets (model.head_convs)
+        for branch in (head.classification_head, head.regression_head):
+            branch.conv = branch.conv[:head_convs]
         super().__init__(
             backbone,
             out_classes,
@@ -306,16 +311,18 @@ class FocalRetinaNet(RetinaNet):
 def build_retinanet(model_cfg, loss_cfg, num_classes: int, image_size: int) -> FocalRetinaNet:
     """RetinaNet with a ResNet-18/50 FPN (P3-P7) trained from scratch with BatchNorm (frozen BN is for
     ImageNet weights), or with the backbone weights of a local torchvision checkpoint (`weights_path`)."""
-    backbone = resnet_fpn_backbone(
-        backbone_name=model_cfg.backbone,
-        weights=None,
-        norm_layer=nn.BatchNorm2d,
-        trainable_layers=5,
-        returned_layers=[2, 3, 4],
-        extra_blocks=LastLevelP6P7(256, 256),
-    )
+    resnet = getattr(torchvision.models, model_cfg.backbone)(weights=None, norm_layer=nn.BatchNorm2d)
     if model_cfg.weights_path:
-        load_backbone_weights(backbone.body, model_cfg.weights_path)
+        load_backbone_weights(resnet, model_cfg.weights_path)
+    c3 = resnet.layer2[-1].conv1.in_channels  # C3..C5 widths: 128/256/512 (R18) or 512/1024/2048 (R50)
+    width = model_cfg.fpn_channels
+    backbone = BackboneWithFPN(
+        resnet,
+        return_layers={"layer2": "0", "layer3": "1", "layer4": "2"},
+        in_channels_list=[c3, 2 * c3, 4 * c3],
+        out_channels=width,
+        extra_blocks=LastLevelP6P7(width, width),  # P6/P7 from P5, as torchvision's RetinaNet v1
+    )
     cls_loss = ClsLoss(
         loss_cfg.name, loss_cfg.alpha, loss_cfg.gamma, loss_cfg.beta, loss_cfg.normalization
     )
@@ -329,6 +336,7 @@ def build_retinanet(model_cfg, loss_cfg, num_classes: int, image_size: int) -> F
         image_size=image_size,
         score_thresh=model_cfg.score_thresh,
         detections_per_img=model_cfg.detections_per_img,
+        head_convs=model_cfg.head_convs,
     )
 
 
