@@ -182,7 +182,7 @@ def job_command(overrides: Sequence[str], extra: Sequence[str] = ()) -> list[str
 
 
 def popen_job(cmd: list[str], env_extra: dict[str, str], log_path: Path) -> subprocess.Popen:
-    env = {**os.environ, **env_extra}
+    env = {**os.environ, **env_extra, "FOCALBENCH_SPAWN_T": repr(time.time())}
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         # its own session: a terminal Ctrl-C reaches the sweep only, which stops the jobs in order

@@ -324,6 +324,9 @@ def _train_and_evaluate(
     metrics["imgs_per_s"] = fit_info["imgs_per_s"]
     metrics["run_id"] = cfg.run_id
     metrics["resumed_from_epoch"] = fit_info["resumed_from"]
+    spawned = os.environ.get("FOCALBENCH_SPAWN_T")  # set by the sweep pool when it starts this process
+    if spawned and fit_info["first_step_at"]:
+        metrics["spawn_to_first_step_s"] = fit_info["first_step_at"] - float(spawned)
     if audit:
         metrics["matching_audit"] = audit  # as measured after the last epoch
     png = plot_reliability(metrics, rdir / "reliability.png")

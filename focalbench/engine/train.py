@@ -134,7 +134,7 @@ def fit(
         torch.set_rng_state(state["rng"])
         start_epoch = state["epoch"]
 
-    images_seen, train_time = 0, 0.0
+    images_seen, train_time, first_step_at = 0, 0.0, None
     progress = Progress(
         TextColumn("[bold]epoch {task.fields[epoch]}"),
         BarColumn(),
@@ -158,6 +158,7 @@ def fit(
             sums = {"loss": 0.0, "loss_cls": 0.0, "loss_box": 0.0}
             t0, n_images = time.perf_counter(), 0
             for step, (images, targets) in enumerate(loader):
+                first_step_at = first_step_at or time.time()
                 images = [im.to(device, non_blocking=True) for im in images]
                 targets = [
                     {
@@ -236,6 +237,7 @@ def fit(
             )
     return {
         "imgs_per_s": images_seen / train_time if train_time else None,
+        "first_step_at": first_step_at,
         "epochs_run": train_cfg.epochs - start_epoch,
         "resumed_from": start_epoch,
     }
