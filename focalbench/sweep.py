@@ -111,7 +111,9 @@ def slot_envs(
     if gpus:
         return [{"CUDA_VISIBLE_DEVICES": str(g)} for g in gpus for _ in range(jobs_per_gpu)]
     threads = max(1, (cpu_count or os.cpu_count() or 1) // jobs)
-    return [{"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": str(threads)} for _ in range(jobs)]
+    # passive OpenMP waits: side-by-side jobs on few cores otherwise burn each other's time spinning
+    env = {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": "PASSIVE"}
+    return [dict(env) for _ in range(jobs)]
 
 
 def check_gpus(gpus: Sequence[int], device_count: int | None = None) -> None:
