@@ -103,15 +103,31 @@ class ModelCfg:
             _check_range(f"model.{name}", getattr(self, name), 0.0)
 
 
+# The hyper-parameters each loss takes: the `params` of focalbench.losses' registry, repeated here so this
+# module needs no torch (tests/test_config.py keeps the two equal). Only these enter the run id, so
+# `loss=bce,focal loss.gamma=1,2` runs bce once per seed, not once per gamma.
+LOSS_PARAMS: dict[str, tuple[str, ...]] = {
+    "focal": ("alpha", "gamma"),
+    "softmax_focal": ("alpha", "gamma"),
+    "bce": (),
+    "ce": (),
+    "qfl": ("beta",),
+    "vfl": ("alpha", "gamma"),
+}
+
+
 @dataclass(frozen=True)
 class LossCfg:
     name: str = "focal"
-    alpha: float | tuple[float, ...] | None = (
-        0.25  # None: no alpha-balancing; a tuple: per class (softmax)
-    )
+    alpha: float | tuple[float, ...] | None = 0.25  # None: no alpha-balancing; tuple: per class
     gamma: float = 2.0
     beta: float = 2.0  # QFL's exponent
     normalization: str = "num_pos_batch"
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The hyper-parameters this loss actually takes (bce ignores alpha/gamma, qfl has only beta)."""
+        return {k: getattr(self, k) for k in LOSS_PARAMS[self.name]}
 
     def __post_init__(self) -> None:
         _check_choice("loss", self.name, group_options("loss"))
@@ -119,9 +135,9 @@ class LossCfg:
         for a in alphas:
             if a is not None:
                 _check_range("loss.alpha", a, 0.0, 1.0)
-        if isinstance(self.alpha, tuple) and self.name not in ("softmax_focal", "ce"):
+        if isinstance(self.alpha, tuple) and self.name != "softmax_focal":
             raise InputError(
-                f"loss.alpha as a per-class list is supported by softmax_focal and ce only, not {self.name!r}"
+                f"loss.alpha as a per-class list is supported by softmax_focal only, not {self.name!r}"
             )
         _check_range("loss.gamma", self.gamma, 0.0)
         _check_range("loss.beta", self.beta, 0.0)
@@ -237,7 +253,7 @@ class RunConfig:
             train.pop(key)
         science = {
             "model": dataclasses.asdict(self.model),
-            "loss": dataclasses.asdict(self.loss),
+            "loss": {"name": self.loss.name, "normalization": self.loss.normalization, **self.loss.params},
             "data": dataclasses.asdict(self.data),
             "train": train,
             "seed": self.seed,

@@ -84,3 +84,19 @@ def test_run_id_is_stable():
 def test_matcher_only_in_detr_identity():
     cfg = RunConfig()
     assert "matcher" not in cfg.science()
+
+
+def test_loss_params_mirror_the_registry():
+    from focalbench.config import LOSS_PARAMS
+    from focalbench.losses import LOSSES
+
+    for name, used in LOSS_PARAMS.items():
+        registry = set(LOSSES[name].params) & {"alpha", "gamma", "beta"}
+        assert set(used) == registry, name
+
+
+def test_unused_hyperparameters_do_not_split_the_run_id():
+    bce = compose(["loss=bce"])
+    assert compose(["loss=bce", "loss.gamma=2", "loss.alpha=0.5"]).run_id == bce.run_id
+    assert compose(["loss=qfl", "loss.gamma=5"]).run_id == compose(["loss=qfl"]).run_id
+    assert compose(["loss=qfl", "loss.beta=1"]).run_id != compose(["loss=qfl"]).run_id
