@@ -1,7 +1,10 @@
-"""Typed run configuration: Hydra composes conf/, this module turns the result into frozen dataclasses once.
+"""Typed run configuration: Hydra composes conf/, this module turns the result into frozen
+dataclasses once.
 
-Code below the entry points sees only `RunConfig`. Every range check lives in a `__post_init__` and raises
-`InputError` naming the option, the value and the valid choices. This module imports neither torch nor the
+Code below the entry points sees only `RunConfig`. Every range check lives in a `__post_init__` and
+raises
+`InputError` naming the option, the value and the valid choices. This module imports neither torch
+nor the
 registries, so the CLI can validate a config without paying for torch.
 """
 
@@ -75,7 +78,8 @@ class ModelCfg:
         _check_range("model.reg_max", self.reg_max, 1)
         if self.fpn_channels < 32 or self.fpn_channels % 32:
             raise InputError(
-                f"model.fpn_channels={self.fpn_channels} must be a positive multiple of 32 (GroupNorm groups)"
+                f"model.fpn_channels={self.fpn_channels} must be a positive multiple of 32 "
+                "(the heads' GroupNorm has 32 groups)"
             )
         _check_range("model.head_convs", self.head_convs, 0, 4)
         _check_range("model.score_thresh", self.score_thresh, 0.0, 1.0)
@@ -103,7 +107,8 @@ class ModelCfg:
             _check_range(f"model.{name}", getattr(self, name), 0.0)
 
 
-# The hyper-parameters each loss takes: the `params` of focalbench.losses' registry, repeated here so this
+# The hyper-parameters each loss takes: the `params` of focalbench.losses' registry, repeated here
+# so this
 # module needs no torch (tests/test_config.py keeps the two equal). Only these enter the run id, so
 # `loss=bce,focal loss.gamma=1,2` runs bce once per seed, not once per gamma.
 LOSS_PARAMS: dict[str, tuple[str, ...]] = {
@@ -126,7 +131,8 @@ class LossCfg:
 
     @property
     def params(self) -> dict[str, Any]:
-        """The hyper-parameters this loss actually takes (bce ignores alpha/gamma, qfl has only beta)."""
+        """The hyper-parameters this loss actually takes (bce ignores alpha/gamma, qfl has only
+        beta)."""
         return {k: getattr(self, k) for k in LOSS_PARAMS[self.name]}
 
     def __post_init__(self) -> None:
@@ -137,7 +143,8 @@ class LossCfg:
                 _check_range("loss.alpha", a, 0.0, 1.0)
         if isinstance(self.alpha, tuple) and self.name != "softmax_focal":
             raise InputError(
-                f"loss.alpha as a per-class list is supported by softmax_focal only, not {self.name!r}"
+                f"loss.alpha as a per-class list is supported by softmax_focal only, "
+                f"not {self.name!r}"
             )
         _check_range("loss.gamma", self.gamma, 0.0)
         _check_range("loss.beta", self.beta, 0.0)
@@ -247,13 +254,18 @@ class RunConfig:
 
     def science(self) -> dict[str, Any]:
         """The config that decides the numbers: what the run id hashes. Paths, logging, device and
-        progress settings are left out, so moving a results folder or switching W&B on keeps the id."""
+        progress settings are left out, so moving a results folder or switching W&B on keeps the
+        id."""
         train = dataclasses.asdict(self.train)
         for key in ("device", "threads", "num_workers", "eval_batch_size", "progress"):
             train.pop(key)
         science = {
             "model": dataclasses.asdict(self.model),
-            "loss": {"name": self.loss.name, "normalization": self.loss.normalization, **self.loss.params},
+            "loss": {
+                "name": self.loss.name,
+                "normalization": self.loss.normalization,
+                **self.loss.params,
+            },
             "data": dataclasses.asdict(self.data),
             "train": train,
             "seed": self.seed,
@@ -329,7 +341,8 @@ def from_dictconfig(cfg: Any) -> RunConfig:
 
 
 def check_group_overrides(overrides: list[str]) -> None:
-    """`loss=foo` with no conf/loss/foo.yaml: say so with the choices, before Hydra's longer message."""
+    """`loss=foo` with no conf/loss/foo.yaml: say so with the choices, before Hydra's longer
+    message."""
     for override in overrides:
         key, sep, value = override.lstrip("+~").partition("=")
         if not sep or key not in GROUPS or value in ("", "null"):

@@ -1,6 +1,8 @@
-"""Hydra entry point: `python -m focalbench.train [-m] OVERRIDES...` (Hydra multirun and launchers work).
+"""Hydra entry point: `python -m focalbench.train [-m] OVERRIDES...` (Hydra multirun and launchers
+work).
 
-The task function is module-level so that launchers can pickle it. It does what `focalbench train` does.
+The task function is module-level so that launchers can pickle it. It does what `focalbench train`
+does.
 """
 
 from __future__ import annotations

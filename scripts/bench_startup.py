@@ -30,22 +30,49 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        gt = {"images": [{"id": 1, "width": 64, "height": 64, "file_name": "a.png"}],
-              "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [4, 4, 20, 20], "area": 400,
-                               "iscrowd": 0}],
-              "categories": [{"id": 1, "name": "circle"}]}
+        gt = {
+            "images": [{"id": 1, "width": 64, "height": 64, "file_name": "a.png"}],
+            "annotations": [
+                {
+                    "id": 1,
+                    "image_id": 1,
+                    "category_id": 1,
+                    "bbox": [4, 4, 20, 20],
+                    "area": 400,
+                    "iscrowd": 0,
+                }
+            ],
+            "categories": [{"id": 1, "name": "circle"}],
+        }
         (tmp / "gt.json").write_text(json.dumps(gt))
-        (tmp / "dets.json").write_text(json.dumps([{"image_id": 1, "category_id": 1, "bbox": [5, 5, 20, 20],
-                                                    "score": 0.9}]))
+        (tmp / "dets.json").write_text(
+            json.dumps([{"image_id": 1, "category_id": 1, "bbox": [5, 5, 20, 20], "score": 0.9}])
+        )
         for seed in range(3):
-            append_row(tmp / "runs.csv", {"run_id": f"r{seed}", "status": "ok", "loss": "focal", "seed": seed,
-                                          "mAP": 0.1 * seed})
+            append_row(
+                tmp / "runs.csv",
+                {
+                    "run_id": f"r{seed}",
+                    "status": "ok",
+                    "loss": "focal",
+                    "seed": seed,
+                    "mAP": 0.1 * seed,
+                },
+            )
         fb = [sys.executable, "-m", "focalbench"]
         anchor = wall([sys.executable, "-c", "pass"], tmp)
-        rows = [("`python -c pass` (anchor)", anchor),
-                ("`focalbench --help`", wall([*fb, "--help"], tmp)),
-                ("`focalbench evaluate gt.json dets.json`", wall([*fb, "evaluate", "gt.json", "dets.json"], tmp)),
-                ("`focalbench leaderboard --csv runs.csv`", wall([*fb, "leaderboard", "--csv", "runs.csv"], tmp))]
+        rows = [
+            ("`python -c pass` (anchor)", anchor),
+            ("`focalbench --help`", wall([*fb, "--help"], tmp)),
+            (
+                "`focalbench evaluate gt.json dets.json`",
+                wall([*fb, "evaluate", "gt.json", "dets.json"], tmp),
+            ),
+            (
+                "`focalbench leaderboard --csv runs.csv`",
+                wall([*fb, "leaderboard", "--csv", "runs.csv"], tmp),
+            ),
+        ]
     print("| command | wall s | goal |")
     print("|---|---|---|")
     for name, t in rows:

@@ -1,7 +1,10 @@
-"""RetinaNet-R18 train step (batch 4, 256 px, CPU): focalbench's batched loss head vs torchvision's stock head.
+"""RetinaNet-R18 train step (batch 4, 256 px, CPU): focalbench's batched loss head vs torchvision's
+stock head.
 
-The anchor is the same model with torchvision's own `compute_loss` (sigmoid focal alpha 0.25 gamma 2, a Python
-loop over images), measured in the same run with identical weights and batch. Goal: ours <= 1.05x the anchor.
+The anchor is the same model with torchvision's own `compute_loss` (sigmoid focal alpha 0.25 gamma
+2, a Python
+loop over images), measured in the same run with identical weights and batch. Goal: ours <= 1.05x
+the anchor.
 
     python scripts/bench_train_step.py [--reps 5] [--size 256] [--batch 4]
 """
@@ -26,8 +29,12 @@ def batch(n: int, size: int):
     for _ in range(n):
         xy = torch.rand(6, 2, generator=g) * size * 0.7
         wh = 8 + torch.rand(6, 2, generator=g) * size * 0.3
-        targets.append({"boxes": torch.cat([xy, xy + wh], 1).clamp(max=size - 1),
-                        "labels": torch.randint(0, 6, (6,), generator=g)})
+        targets.append(
+            {
+                "boxes": torch.cat([xy, xy + wh], 1).clamp(max=size - 1),
+                "labels": torch.randint(0, 6, (6,), generator=g),
+            }
+        )
     return images, targets
 
 
@@ -57,14 +64,22 @@ def main() -> None:
     ours = build_retinanet(ModelCfg(), loss_cfg, 6, args.size).train()
     torch.manual_seed(0)
     stock = build_retinanet(ModelCfg(), loss_cfg, 6, args.size).train()
-    stock.compute_loss = lambda t, h, a: RetinaNet.compute_loss(stock, t, h, a)  # torchvision's head loss
+    stock.compute_loss = lambda t, h, a: RetinaNet.compute_loss(
+        stock, t, h, a
+    )  # torchvision's head loss
     t_stock = step_time(stock, images, targets, args.reps)
     t_ours = step_time(ours, images, targets, args.reps)
-    print(f"| RetinaNet-R18 train step, batch {args.batch}, {args.size} px, {torch.get_num_threads()} threads "
-          f"| ms | ratio |")
+    print(
+        f"| RetinaNet-R18 train step, batch {args.batch}, {args.size} px, "
+        f"{torch.get_num_threads()} threads "
+        f"| ms | ratio |"
+    )
     print("|---|---|---|")
     print(f"| torchvision stock loss head (anchor) | {t_stock * 1e3:.0f} | 1.00x |")
-    print(f"| focalbench batched loss head | {t_ours * 1e3:.0f} | {t_ours / t_stock:.2f}x (goal <= 1.05x) |")
+    print(
+        f"| focalbench batched loss head | {t_ours * 1e3:.0f} | "
+        f"{t_ours / t_stock:.2f}x (goal <= 1.05x) |"
+    )
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def cli(tmp_path):
-    """Run `focalbench ARGS` in a fresh process with tmp_path as working dir; returns CompletedProcess."""
+    """Run `focalbench ARGS` in a fresh process with tmp_path as working dir; returns
+    CompletedProcess."""
 
     def run(*args, timeout=300, env=None):
         full_env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "2", **(env or {})}

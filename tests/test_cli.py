@@ -1,4 +1,5 @@
-"""The command line as a user meets it: help, exit codes, one-line errors, an end-to-end smoke run."""
+"""The command line as a user meets it: help, exit codes, one-line errors, an end-to-end smoke
+run."""
 
 import csv
 import json

@@ -1,4 +1,5 @@
-"""Sweep planning, the pool's scheduling (with fake processes and a fake GPU list), and an end-to-end sweep."""
+"""Sweep planning, the pool's scheduling (with fake processes and a fake GPU list), and an
+end-to-end sweep."""
 
 import csv
 import threading

@@ -1,8 +1,11 @@
 """DataCfg -> (train, val) CocoDetection datasets, with the files they need made once and cached.
 
-The embedded dataset is synthesized on first use under <results_dir>/data/ (train and val from different seeds).
-A COCO file is cut to seeded subsets there too; without `val_ann`, train and val are disjoint subsets of `ann`.
-Concurrent jobs of a sweep share the cache: a file lock makes one of them write it while the others wait.
+The embedded dataset is synthesized on first use under <results_dir>/data/ (train and val from
+different seeds).
+A COCO file is cut to seeded subsets there too; without `val_ann`, train and val are disjoint
+subsets of `ann`.
+Concurrent jobs of a sweep share the cache: a file lock makes one of them write it while the others
+wait.
 """
 
 from __future__ import annotations
@@ -56,7 +59,8 @@ def synthetic_files(
 
 
 def _split_disjoint(subset_json: Path, n_val: int, seed: int, out: Path) -> None:
-    """Split a subset json into train.json / val.json with disjoint images (val = the first n_val of a shuffle)."""
+    """Split a subset json into train.json / val.json with disjoint images (val = the first n_val of
+    a shuffle)."""
     coco = load_coco_json(subset_json)
     ids = sorted(im["id"] for im in coco["images"])
     random.Random(seed).shuffle(ids)

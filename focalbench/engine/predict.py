@@ -1,4 +1,5 @@
-"""Inference on the validation set -> a COCO results list (image_id, category_id, bbox xywh, score)."""
+"""Inference on the validation set -> a COCO results list (image_id, category_id, bbox xywh,
+score)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ def predict(
 ) -> list[dict]:
     """Detections in the original image coordinates of each image.
 
-    The dataset resizes every image to image_size x image_size (aspect not kept), so boxes are scaled back
+    The dataset resizes every image to image_size x image_size (aspect not kept), so boxes are
+    scaled back
     by (w / S, h / S). Labels are contiguous indices; `cat_ids` maps them back to COCO category ids.
     """
     model.eval().to(device)
@@ -25,7 +27,9 @@ def predict(
             boxes[:, 0::2] *= w / image_size
             boxes[:, 1::2] *= h / image_size
             boxes[:, 2:] -= boxes[:, :2]  # -> xywh
-            keep = (boxes[:, 2] > 0.01) & (boxes[:, 3] > 0.01)  # clipping at a border can flatten a box
+            keep = (boxes[:, 2] > 0.01) & (
+                boxes[:, 3] > 0.01
+            )  # clipping at a border can flatten a box
             scores, labels = out["scores"].cpu()[keep], out["labels"].cpu()[keep]
             for box, score, label in zip(boxes[keep].tolist(), scores.tolist(), labels.tolist()):
                 results.append(

@@ -1,10 +1,15 @@
 """torchvision RetinaNet with the classification loss chosen by name and a vectorized loss head.
 
-torchvision's head hard-codes sigmoid focal loss (alpha 0.25, gamma 2), loops over images and normalizes per image.
-`FocalRetinaNet` keeps torchvision's backbone, FPN, anchors, matcher (IoU 0.5/0.4 with low-quality matches) and
-NMS, and replaces `compute_loss` with one batched computation: any loss of `focalbench.losses`, alpha/gamma/beta
-from the config, and the positive-count normalization named in the config. Optionally the box branch is the
-GFL head: per side a distribution over reg_max + 1 distances (in stride units), trained with DFL + GIoU.
+torchvision's head hard-codes sigmoid focal loss (alpha 0.25, gamma 2), loops over images and
+normalizes per image.
+`FocalRetinaNet` keeps torchvision's backbone, FPN, anchors, matcher (IoU 0.5/0.4 with low-quality
+matches) and
+NMS, and replaces `compute_loss` with one batched computation: any loss of `focalbench.losses`,
+alpha/gamma/beta
+from the config, and the positive-count normalization named in the config. Optionally the box branch
+is the
+GFL head: per side a distribution over reg_max + 1 distances (in stride units), trained with DFL +
+GIoU.
 """
 
 from __future__ import annotations
@@ -15,9 +20,9 @@ from functools import partial
 
 import torch
 import torch.nn.functional as F
+import torchvision
 from torch import Tensor, nn
 from torchvision.models.detection.anchor_utils import AnchorGenerator
-import torchvision
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.models.detection.retinanet import (
     RetinaNet,
@@ -31,7 +36,8 @@ from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
 from focalbench.losses import distribution_focal_loss, get_loss
 
-PRIOR_PROB = 0.01  # Lin et al. 2017: initial foreground probability, so early training isn't drowned by negatives
+# Lin et al. 2017: the initial foreground probability, so early training is not drowned by negatives
+PRIOR_PROB = 0.01
 DFL_WEIGHT = 0.25  # GFL's default weights of the DFL and GIoU terms
 GIOU_WEIGHT = 2.0
 
@@ -61,7 +67,8 @@ class ClsLoss:
 
 
 class _StrideAnchors(AnchorGenerator):
-    """AnchorGenerator that remembers each level's stride and anchor count (the DFL head works in stride units)."""
+    """AnchorGenerator that remembers each level's stride and anchor count (the DFL head works in
+    stride units)."""
 
     def forward(self, image_list, feature_maps):
         anchors = super().forward(image_list, feature_maps)
@@ -112,7 +119,8 @@ def elementwise_iou(a: Tensor, b: Tensor) -> Tensor:
 
 
 class FocalRetinaNet(RetinaNet):
-    """RetinaNet whose loss is `cls_loss` (any focalbench loss) and whose box branch is `l1` or `dfl`."""
+    """RetinaNet whose loss is `cls_loss` (any focalbench loss) and whose box branch is `l1` or
+    `dfl`."""
 
     def __init__(
         self,
@@ -132,7 +140,8 @@ class FocalRetinaNet(RetinaNet):
             ((0.5, 1.0, 2.0),) * len(anchor_sizes),
         )
         num_anchors = anchor_generator.num_anchors_per_location()[0]
-        # softmax losses need an explicit background class, the last logit (as DETR's no-object class)
+        # softmax losses need an explicit background class, the last logit (as DETR's no-object
+        # class)
         out_classes = num_classes + 1 if cls_loss.softmax else num_classes
         norm = partial(
             nn.GroupNorm, 32
@@ -154,7 +163,8 @@ class FocalRetinaNet(RetinaNet):
             head.regression_head = DFLRegressionHead(
                 backbone.out_channels, num_anchors, reg_max, norm
             )
-        # fewer than torchvision's 4 convs per branch: a cheaper head for CPU budgets (model.head_convs)
+        # fewer than torchvision's 4 convs per branch: a cheaper head for CPU budgets
+        # (model.head_convs)
         for branch in (head.classification_head, head.regression_head):
             branch.conv = branch.conv[:head_convs]
         super().__init__(
@@ -171,11 +181,16 @@ class FocalRetinaNet(RetinaNet):
         self.cls_loss = cls_loss
         self.loss_fn = cls_loss.spec.fn
         self.box_head = box_head
+        # focalbench's datasets deliver image_size x image_size images: torchvision's resize would
+        # only
+        # interpolate them at scale 1.0 (a few % of a CPU step); normalization and batching stay.
+        self.transform.resize = lambda image, target=None: (image, target)
         self.reg_max = reg_max
 
     # ---- boxes -------------------------------------------------------------------------------
     def decode(self, box_out: Tensor, anchors: Tensor, strides: Tensor) -> Tensor:
-        """Boxes xyxy from the box branch.  box_out: [N, 4] deltas or [N, 4 * bins]; anchors [N, 4]; strides [N]"""
+        """Boxes xyxy from the box branch.  box_out: [N, 4] deltas or [N, 4 * bins]; anchors [N, 4];
+        strides [N]"""
         if self.box_head == "l1":
             return self.box_coder.decode_single(box_out, anchors)
         prob = box_out.float().view(-1, 4, self.reg_max + 1).softmax(-1)  # [N, 4, bins]
@@ -187,7 +202,8 @@ class FocalRetinaNet(RetinaNet):
     def _box_loss(
         self, box_out: Tensor, gt: Tensor, anchors: Tensor, strides: Tensor, pred: Tensor
     ) -> Tensor:
-        """Per-positive box loss.  box_out [P, 4|4*bins], gt/anchors/pred [P, 4], strides [P] -> [P]"""
+        """Per-positive box loss.  box_out [P, 4|4*bins], gt/anchors/pred [P, 4], strides [P] ->
+        [P]"""
         if self.box_head == "l1":
             return F.l1_loss(
                 box_out, self.box_coder.encode_single(gt, anchors), reduction="none"
@@ -270,7 +286,8 @@ class FocalRetinaNet(RetinaNet):
 
     # ---- inference ---------------------------------------------------------------------------
     def postprocess_detections(self, head_outputs, anchors, image_shapes):
-        """Top-k per level above `score_thresh`, class-wise NMS, best `detections_per_img` per image."""
+        """Top-k per level above `score_thresh`, class-wise NMS, best `detections_per_img` per
+        image."""
         strides = self.anchor_generator.level_strides
         detections = []
         for index, image_shape in enumerate(image_shapes):
@@ -309,12 +326,18 @@ class FocalRetinaNet(RetinaNet):
 
 
 def build_retinanet(model_cfg, loss_cfg, num_classes: int, image_size: int) -> FocalRetinaNet:
-    """RetinaNet with a ResNet-18/50 FPN (P3-P7) trained from scratch with BatchNorm (frozen BN is for
-    ImageNet weights), or with the backbone weights of a local torchvision checkpoint (`weights_path`)."""
-    resnet = getattr(torchvision.models, model_cfg.backbone)(weights=None, norm_layer=nn.BatchNorm2d)
+    """RetinaNet with a ResNet-18/50 FPN (P3-P7) trained from scratch with BatchNorm (frozen BN is
+    for
+    ImageNet weights), or with the backbone weights of a local torchvision checkpoint
+    (`weights_path`)."""
+    resnet = getattr(torchvision.models, model_cfg.backbone)(
+        weights=None, norm_layer=nn.BatchNorm2d
+    )
     if model_cfg.weights_path:
         load_backbone_weights(resnet, model_cfg.weights_path)
-    c3 = resnet.layer2[-1].conv1.in_channels  # C3..C5 widths: 128/256/512 (R18) or 512/1024/2048 (R50)
+    c3 = resnet.layer2[
+        -1
+    ].conv1.in_channels  # C3..C5 widths: 128/256/512 (R18) or 512/1024/2048 (R50)
     width = model_cfg.fpn_channels
     backbone = BackboneWithFPN(
         resnet,
@@ -341,7 +364,8 @@ def build_retinanet(model_cfg, loss_cfg, num_classes: int, image_size: int) -> F
 
 
 def load_backbone_weights(body: nn.Module, path: str) -> None:
-    """Load a torchvision ResNet state dict (a local file; nothing is downloaded) into the FPN body."""
+    """Load a torchvision ResNet state dict (a local file; nothing is downloaded) into the FPN
+    body."""
     from focalbench.errors import InputError
 
     try:

@@ -1,7 +1,8 @@
 """Weights & Biases logging (rank 0 only). wandb is imported only when the logger is on (~0.4 s).
 
 mode=auto: online when WANDB_API_KEY is set, else offline (files under ./wandb/, upload later with
-`wandb sync wandb/offline-run-*`). Never an interactive login prompt. metrics.json stays the source of truth:
+`wandb sync wandb/offline-run-*`). Never an interactive login prompt. metrics.json stays the source
+of truth:
 offline runs keep no readable summary on disk.
 """
 

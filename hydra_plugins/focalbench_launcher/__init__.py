@@ -1,2 +1,3 @@
-"""focalbench's GPU-pool launcher for Hydra (`hydra/launcher=gpu_pool`). Hydra finds launchers only in the
+"""focalbench's GPU-pool launcher for Hydra (`hydra/launcher=gpu_pool`). Hydra finds launchers only
+in the
 `hydra_plugins` namespace package, which therefore has no __init__.py of its own."""

@@ -1,4 +1,5 @@
-"""FocalRetinaNet: the vectorized loss head equals torchvision's stock loss where their semantics meet, every
+"""FocalRetinaNet: the vectorized loss head equals torchvision's stock loss where their semantics
+meet, every
 registered loss trains, and inference returns top-100 detections with scores in [0, 1]."""
 
 import pytest
@@ -17,7 +18,10 @@ def _batch(seed=0):
     g = torch.Generator().manual_seed(seed)
     images = [torch.rand(3, SIZE, SIZE, generator=g) for _ in range(2)]
     targets = [
-        {"boxes": torch.tensor([[4.0, 6.0, 30.0, 40.0], [30.0, 30.0, 60.0, 50.0]]), "labels": torch.tensor([0, 2])},
+        {
+            "boxes": torch.tensor([[4.0, 6.0, 30.0, 40.0], [30.0, 30.0, 60.0, 50.0]]),
+            "labels": torch.tensor([0, 2]),
+        },
         {"boxes": torch.tensor([[10.0, 10.0, 20.0, 24.0]]), "labels": torch.tensor([1])},
     ]
     return images, targets
@@ -26,14 +30,20 @@ def _batch(seed=0):
 def _model(loss="focal", normalization="num_pos_per_image", **model_kw):
     torch.manual_seed(0)
     defaults = LOSSES[loss].params
-    loss_cfg = LossCfg(name=loss, alpha=defaults.get("alpha"), gamma=defaults.get("gamma", 2.0),
-                       beta=defaults.get("beta", 2.0), normalization=normalization)
+    loss_cfg = LossCfg(
+        name=loss,
+        alpha=defaults.get("alpha"),
+        gamma=defaults.get("gamma", 2.0),
+        beta=defaults.get("beta", 2.0),
+        normalization=normalization,
+    )
     model_cfg = ModelCfg(fpn_channels=64, head_convs=1, **model_kw)
     return build_retinanet(model_cfg, loss_cfg, NUM_CLASSES, SIZE)
 
 
 def test_matches_torchvision_stock_loss():
-    """focal, alpha 0.25, gamma 2, per-image normalization: torchvision's own head loss, computed by its loop."""
+    """focal, alpha 0.25, gamma 2, per-image normalization: torchvision's own head loss, computed by
+    its loop."""
     model = _model("focal", "num_pos_per_image").train()
     images, targets = _batch()
     ours = model(images, targets)
@@ -83,7 +93,8 @@ def test_inference_outputs(loss, box_head):
 
 
 def test_prior_probability_init():
-    """Lin et al.: every class starts at p = 0.01 (sigmoid), and the softmax head gives each fg class 0.01."""
+    """Lin et al.: every class starts at p = 0.01 (sigmoid), and the softmax head gives each fg
+    class 0.01."""
     for loss in ("focal", "softmax_focal"):
         model = _model(loss)
         bias = model.head.classification_head.cls_logits.bias.detach()
