@@ -13,8 +13,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e ".[dev]" --config-settings editable_mode=strict
 	touch $(STAMP)
 
+# The main job on the embedded dataset: a mini-sweep (bce vs focal at gamma 1 and 2, two seeds; bce ignores gamma,
+# so 6 runs), then the leaderboard and its heatmaps. A re-run resumes and skips finished runs.
 demo: install
-	$(BIN)/focalbench train experiment=demo
+	$(BIN)/focalbench sweep experiment=demo_sweep loss=bce,focal loss.gamma=1,2 seed=0,1 --jobs 2
+	$(BIN)/focalbench leaderboard --where image_size=128 --plot results/demo_heatmap.png
 
 test: install
 	$(BIN)/pytest tests

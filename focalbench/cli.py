@@ -1,8 +1,8 @@
-"""The focalbench command line. Thin: parse, call one function, print. torch is imported only by commands
-that train (`--help`, `evaluate`, `leaderboard` and `data check` start fast).
+"""The focalbench command line. Thin: parse, call one function, print. torch is imported only by
+commands that train (`--help`, `evaluate`, `leaderboard` and `data check` start fast).
 
-Exit codes: 0 ok; 1 a check found problems or a run/sweep ended failed; 2 bad input (usage, config, files).
-Errors are one line on stderr; `--debug` shows the traceback.
+Exit codes: 0 ok; 1 a check found problems or a run/sweep ended failed; 2 bad input (usage, config,
+files); 130 interrupted. Errors are one line on stderr; `--debug` shows the traceback.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -40,8 +39,8 @@ def _root(
         bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")
     ] = False,
 ) -> None:
-    """focalbench: which classification loss, which alpha/gamma, which matching cost — for accuracy and
-    calibration."""
+    """focalbench: which classification loss, which alpha/gamma, which matching cost — for accuracy
+    and calibration."""
 
 
 @app.command(context_settings=_EXTRA)
@@ -58,7 +57,11 @@ def train(
     from focalbench.engine.run import run
 
     cfg = compose(overrides or [])
-    result = run(cfg, force=force, console=out)
+    try:
+        result = run(cfg, force=force, console=out)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the run recorded itself `interrupted`
+        err.print("interrupted; run the same command again to resume from the last checkpoint")
+        raise typer.Exit(130) from None
     if result.status == "skipped":
         out.print(
             f"{result.run_id}: already done (an ok row exists in {cfg.results_dir}/runs.csv); "
@@ -197,7 +200,8 @@ def evaluate(
     calib_threshold: Annotated[
         str,
         typer.Option(
-            help="Which detections LaECE0/LaACE0/LRP see: lrp (per-class LRP-optimal), none, or a score."
+            help="Which detections LaECE0/LaACE0/LRP see: lrp (per-class LRP-optimal), none, "
+            "or a score."
         ),
     ] = "lrp",
     plot: Annotated[Path | None, typer.Option(help="Write a reliability diagram PNG here.")] = None,
@@ -306,7 +310,8 @@ def print_metrics(metrics: dict, title: str) -> None:
     for i in range(max(len(left), len(right))):
         a = left[i] if i < len(left) else None
         b = right[i] if i < len(right) else None
-        table.add_row(a or "", _fmt(metrics[a]) if a else "", b or "", _fmt(metrics[b]) if b else "")
+        a_value = _fmt(metrics[a]) if a else ""
+        table.add_row(a or "", a_value, b or "", _fmt(metrics[b]) if b else "")
     out.print(table)
 
 
@@ -320,22 +325,44 @@ def _fmt(value) -> str:
     )
 
 
+def _click_errors() -> tuple:
+    """(NoArgsIsHelpError, UsageError, ClickException) of the click that typer runs on: its own
+    vendored copy (recent typer) or click itself (older typer)."""
+    try:
+        from typer._click import exceptions
+    except ImportError:
+        from click import exceptions
+    no_args = getattr(exceptions, "NoArgsIsHelpError", ())  # () in an except clause matches nothing
+    return no_args, exceptions.UsageError, exceptions.ClickException
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: one-line errors with exit code 2 for bad input; --debug re-raises."""
+    """Console entry point: one-line errors with exit code 2 for bad input (usage, config, files);
+    --debug re-raises bad input with its traceback."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     command = typer.main.get_command(app)
+    no_args, usage_error, click_error = _click_errors()
     try:
         code = command.main(args=argv, prog_name="focalbench", standalone_mode=False)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         code = exc.exit_code
-    except click.ClickException as exc:
+    except no_args as exc:  # bare `focalbench` or `focalbench data`: the help text
         exc.show()
-        code = 2 if exc.exit_code == 2 else exc.exit_code
-    except click.exceptions.Abort:
-        err.print("aborted")
-        code = 130
-    except KeyboardInterrupt:
+        code = 2
+    except usage_error as exc:  # unknown option, bad option value, missing argument
+        if debug:
+            raise
+        where = f"; see `{exc.ctx.command_path} --help`" if exc.ctx is not None else ""
+        message = exc.format_message().rstrip(".")
+        err.print(f"error: {message}{where}", highlight=False, soft_wrap=True)
+        code = 2
+    except click_error as exc:
+        if debug:
+            raise
+        err.print(f"error: {exc.format_message()}", highlight=False, soft_wrap=True)
+        code = exc.exit_code
+    except (typer.Abort, KeyboardInterrupt):
         err.print("interrupted; run the same command again to resume")
         code = 130
     except InputError as exc:

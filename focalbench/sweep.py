@@ -1,19 +1,28 @@
-"""`focalbench sweep`: a grid from Hydra's override grammar -> a plan -> one fresh process per job in a pool.
+"""`focalbench sweep`: a grid from Hydra's override grammar -> a plan -> one fresh process per job
+in a pool.
 
-The pool runs N jobs side by side on the CPU (torch threads split between them) or K jobs per GPU with
-CUDA_VISIBLE_DEVICES set per process (a fresh process per job is what makes GPU placement work: launchers that
-reuse workers see GPU 0 everywhere). The same pool backs the Hydra launcher plugin `hydra/launcher=gpu_pool`.
-Each job is `python -m focalbench train OVERRIDES sweep_id=... job_name=...`, which writes its own CSV row; the
-sweep only adds a `failed` row for a job that died without writing one.
+The pool runs N jobs side by side on the CPU (torch threads split between them) or K jobs per GPU
+with CUDA_VISIBLE_DEVICES set per process (a fresh process per job is what makes GPU placement work:
+launchers that reuse workers see GPU 0 everywhere). The same pool backs the Hydra launcher plugin
+`hydra/launcher=gpu_pool`. Each job is `python -m focalbench train OVERRIDES sweep_id=...
+job_name=...`, which writes its own CSV row; the sweep adds a row only for a job that ended without
+writing one (`interrupted` if a signal stopped it, else `failed`).
+
+When things go wrong: Ctrl-C or SIGTERM stops the running jobs with SIGTERM (each records itself
+`interrupted`); if the sweep itself is killed (even SIGKILL) its jobs get SIGTERM from the kernel
+(Linux) and do the same. Re-running the command skips ok jobs and resumes the others from their
+checkpoints; a job still running in another process is waited for, never started twice (run lock).
 """
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -22,7 +31,14 @@ from pathlib import Path
 
 from focalbench.config import RunConfig, compose
 from focalbench.errors import InputError
-from focalbench.results.store import append_row, latest_rows, read_rows, run_dir, safe_name
+from focalbench.results.store import (
+    append_row,
+    is_running,
+    latest_rows,
+    read_rows,
+    run_dir,
+    safe_name,
+)
 
 DONE = "done"
 PENDING = "pending"
@@ -32,8 +48,12 @@ PENDING = "pending"
 class Job:
     overrides: list[str]
     cfg: RunConfig
-    state: str = PENDING  # pending | done (an ok row) | failed (failed/diverged row, kept unless --retry-failed)
+    # pending | done (an ok row) | failed (failed/diverged row, kept unless --retry-failed)
+    state: str = PENDING
     previous: str = ""  # status of the latest attempt, if any
+    # another process holds its run lock (e.g. a job of a killed sweep still finishing): the job
+    # started here waits for it, then skips (ok by then) or resumes
+    elsewhere: bool = False
 
     @property
     def run_id(self) -> str:
@@ -47,11 +67,12 @@ class Plan:
 
     @property
     def to_run(self) -> list[Job]:
-        return [j for j in self.jobs if j.state == PENDING]
+        """Pending jobs; those running elsewhere last, so waiting for them holds no slot early."""
+        return sorted((j for j in self.jobs if j.state == PENDING), key=lambda j: j.elsewhere)
 
 
 def expand_grid(overrides: Sequence[str]) -> list[list[str]]:
-    """Hydra's multirun grammar -> the list of per-job override lists (`a=1,2 b=range(0,3)` -> 6 jobs)."""
+    """Hydra's multirun grammar -> the per-job override lists (`a=1,2 b=range(0,3)` -> 6 jobs)."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
@@ -90,29 +111,33 @@ def make_plan(
     latest = latest_rows(read_rows(csv_path)) if csv_path.is_file() else {}
     for job in plan.jobs:
         job.previous = latest.get(job.run_id, {}).get("status", "")
-        if force:
-            continue
-        if job.previous == "ok":
+        if job.previous == "ok" and not force:
             job.state = DONE
-        elif job.previous in ("failed", "diverged") and not retry_failed:
+        elif job.previous in ("failed", "diverged") and not (retry_failed or force):
             job.state = "failed"
+        job.elsewhere = job.state == PENDING and is_running(job.cfg.results_dir, job.run_id)
     return plan
 
 
-# ---- the pool --------------------------------------------------------------------------------------------
+# ---- the pool ------------------------------------------------------------------------------------
 def slot_envs(
     jobs: int = 1,
     gpus: Sequence[int] | None = None,
     jobs_per_gpu: int = 1,
     cpu_count: int | None = None,
 ) -> list[dict[str, str]]:
-    """Environment of each pool slot. GPUs: K slots per GPU, each with CUDA_VISIBLE_DEVICES set to its GPU.
-    CPU: `jobs` slots with torch/OpenMP threads split evenly so the jobs don't fight over the cores."""
+    """Environment of each pool slot. GPUs: K slots per GPU, each with CUDA_VISIBLE_DEVICES set to
+    its GPU. CPU: `jobs` slots with torch/OpenMP threads split evenly so the jobs don't fight over
+    the cores."""
     if gpus:
         return [{"CUDA_VISIBLE_DEVICES": str(g)} for g in gpus for _ in range(jobs_per_gpu)]
     threads = max(1, (cpu_count or os.cpu_count() or 1) // jobs)
     # passive OpenMP waits: side-by-side jobs on few cores otherwise burn each other's time spinning
-    env = {"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": "PASSIVE"}
+    env = {
+        "CUDA_VISIBLE_DEVICES": "",
+        "OMP_NUM_THREADS": str(threads),
+        "OMP_WAIT_POLICY": "PASSIVE",
+    }
     return [dict(env) for _ in range(jobs)]
 
 
@@ -141,14 +166,17 @@ def run_pool(
     on_done: Callable,
     poll_s: float = 0.2,
 ) -> None:
-    """Run `launch(item, env) -> Popen-like` with at most len(envs) alive; the next starts when a slot frees.
+    """Run `launch(item, env) -> Popen-like` with at most len(envs) alive; the next starts when a
+    slot frees.
 
-    on_done(item, returncode, env) is called as each finishes. On Ctrl-C/SIGTERM the running processes get
-    SIGTERM (they record themselves `interrupted`), are waited for, and the interrupt propagates.
+    on_done(item, returncode, env) is called as each finishes. On Ctrl-C or SIGTERM the running
+    processes get SIGTERM (they record themselves `interrupted`) and are waited for, on_done is
+    called for each of them, and KeyboardInterrupt propagates.
     """
     pending = deque(items)
     free = deque(range(len(envs)))
     running: dict[int, tuple] = {}
+    previous = _sigterm_as_interrupt()
     try:
         while pending or running:
             while pending and free:
@@ -164,7 +192,25 @@ def run_pool(
             time.sleep(poll_s)
     except KeyboardInterrupt:
         _stop([proc for _, proc in running.values()])
+        for slot, (item, proc) in running.items():
+            on_done(item, proc.poll(), envs[slot])
         raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _sigterm_as_interrupt():
+    """SIGTERM -> KeyboardInterrupt (main thread only), so `kill PID` stops the jobs as Ctrl-C does.
+    Returns the previous handler, or None where nothing was installed."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def interrupt(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one orderly stop; run_pool restores it
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    return signal.signal(signal.SIGTERM, interrupt)
 
 
 def _stop(procs: list, grace_s: float = 60.0) -> None:
@@ -177,6 +223,7 @@ def _stop(procs: list, grace_s: float = 60.0) -> None:
             proc.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait()
 
 
 def job_command(overrides: Sequence[str], extra: Sequence[str] = ()) -> list[str]:
@@ -189,12 +236,47 @@ def popen_job(cmd: list[str], env_extra: dict[str, str], log_path: Path) -> subp
     with open(log_path, "ab") as log:
         # its own session: a terminal Ctrl-C reaches the sweep only, which stops the jobs in order
         return subprocess.Popen(
-            cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            cmd,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_stopped_with_parent(),
         )
 
 
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _stopped_with_parent() -> Callable[[], None] | None:
+    """preexec_fn: the kernel sends the job SIGTERM when the sweep process dies, even by SIGKILL, so
+    the job records itself `interrupted` instead of running on unseen (Linux; elsewhere a job
+    outlives a killed sweep, and its run lock keeps a re-run from starting it a second time)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent, sigterm = os.getpid(), int(signal.SIGTERM)
+
+    def preexec() -> None:  # runs in the child between fork and exec: keep it to system calls
+        prctl(_PR_SET_PDEATHSIG, sigterm)
+        if os.getppid() != parent:  # the sweep died before prctl took effect
+            os.kill(os.getpid(), sigterm)
+
+    return preexec
+
+
+# exit statuses of a job stopped from outside (a kill, the OOM killer, a sweep stopping it): the
+# next run resumes it; any other ending without a row (a crashed interpreter, bad input) fails
+_STOP_SIGNALS = (signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+_INTERRUPTED_EXITS = {-int(s) for s in _STOP_SIGNALS} | {128 + int(s) for s in _STOP_SIGNALS}
+
+
 def record_crash(job: Job, code: int, log_path: Path) -> None:
-    """A job that died without writing its row (killed, crashed interpreter, bad input) still gets one."""
+    """A job that ended without writing its row still gets one: `interrupted` if it was stopped
+    (resumed by the next run), else `failed` with the last line of its log."""
     tail = ""
     if log_path.is_file():
         lines = [ln for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()]
@@ -206,7 +288,7 @@ def record_crash(job: Job, code: int, log_path: Path) -> None:
         {
             "run_id": job.run_id,
             "sweep_id": cfg.sweep_id,
-            "status": "failed",
+            "status": "interrupted" if code in _INTERRUPTED_EXITS else "failed",
             "model": cfg.model.name,
             "loss": cfg.loss.name,
             "seed": cfg.seed,
@@ -217,7 +299,12 @@ def record_crash(job: Job, code: int, log_path: Path) -> None:
     )
 
 
-# ---- the command -----------------------------------------------------------------------------------------
+def rows_of(csv_path: Path, run_id: str) -> int:
+    """How many rows runs.csv holds for run_id (0 without a runs.csv)."""
+    return sum(r["run_id"] == run_id for r in read_rows(csv_path)) if csv_path.is_file() else 0
+
+
+# ---- the command ---------------------------------------------------------------------------------
 def plan_table(plan: Plan):
     from rich.table import Table
 
@@ -226,6 +313,8 @@ def plan_table(plan: Plan):
         table.add_column(col)
     for i, job in enumerate(plan.jobs):
         state = job.state if job.state != "failed" else f"{job.previous} (--retry-failed re-runs)"
+        if job.elsewhere:
+            state += " (running in another process: waited for)"
         table.add_row(str(i), job.run_id, " ".join(job.overrides), state)
     return table
 
@@ -263,7 +352,8 @@ def run_sweep(
     retry_failed: bool = False,
     console=None,
 ) -> int:
-    """Plan, print, run the pending jobs in the pool, print the summary. Returns the exit code (1 if a job failed)."""
+    """Plan, print, run the pending jobs in the pool, print the summary. Returns the exit code (1 if
+    a job failed)."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -276,18 +366,23 @@ def run_sweep(
     todo = plan.to_run
     n_done = sum(j.state == DONE for j in plan.jobs)
     n_failed = sum(j.state == "failed" for j in plan.jobs)
+    n_elsewhere = sum(j.elsewhere for j in todo)
     console.print(
         f"[bold]sweep {plan.sweep_id}[/]: {len(plan.jobs)} jobs, {n_done} already done, "
         f"{n_failed} failed before (kept; --retry-failed re-runs them), {len(todo)} to run"
+        + (f" ({n_elsewhere} running in another process: waited for)" if n_elsewhere else "")
     )
     if dry_run:
         console.print(plan_table(plan))
         return 0
     envs = slot_envs(jobs, gpus, jobs_per_gpu)
     sweep_dir = Path(plan.jobs[0].cfg.results_dir) / "sweeps" / plan.sweep_id
+    csv_path = Path(plan.jobs[0].cfg.results_dir) / "runs.csv"
     codes: dict[str, int] = {}
+    rows_before: dict[str, int] = {}
 
     def launch(job: Job, env: dict[str, str]):
+        rows_before[job.run_id] = rows_of(csv_path, job.run_id)
         extra = [f"sweep_id={plan.sweep_id}", f"job_name={job.run_id}", "train.progress=false"]
         if force:
             extra.append("--force")
@@ -306,15 +401,25 @@ def run_sweep(
 
     def on_done(job: Job, code: int, env: dict[str, str]) -> None:
         codes[job.run_id] = code
-        if code not in (0, 1):  # 0 ok/skipped, 1 failed/diverged: the job wrote its own row
+        # a job that wrote its row (any status) is recorded; one that ended without a row (killed
+        # before or after training, a crashed interpreter, bad input) gets one here. Counting rows,
+        # not reading the exit code: a job killed just after its ok row must not get a second row.
+        if code != 0 and rows_of(csv_path, job.run_id) == rows_before[job.run_id]:
             record_crash(job, code, sweep_dir / "logs" / f"{job.run_id}.log")
         mark = "[green]ok[/]" if code == 0 else f"[red]exit {code}[/]"
         progress.console.print(f"{mark} {job.run_id} {' '.join(job.overrides)}")
         progress.advance(task)
 
-    with progress:
-        task = progress.add_task("jobs", total=len(todo))
-        run_pool(todo, envs, launch, on_done)
+    try:
+        with progress:
+            task = progress.add_task("jobs", total=len(todo))
+            run_pool(todo, envs, launch, on_done)
+    except KeyboardInterrupt:
+        console.print(
+            "interrupted: the running jobs were stopped and recorded `interrupted`; "
+            "run the same command again to resume them"
+        )
+        raise
     if todo or n_done:
         console.print(summary_table(plan))
     failed = [rid for rid, code in codes.items() if code != 0]
@@ -324,7 +429,8 @@ def run_sweep(
 def run_hydra_launcher(
     overrides: Sequence[str], launcher: str, sweep_id: str | None, dry_run: bool = False
 ) -> int:
-    """A sweep through a Hydra launcher (e.g. submitit_slurm): Hydra multirun of focalbench.train."""
+    """A sweep through a Hydra launcher (e.g. submitit_slurm): a Hydra multirun of
+    focalbench.train."""
     from focalbench.config import group_options
 
     choices = ["pool", *group_options("hydra/launcher"), "gpu_pool"]

@@ -17,6 +17,7 @@ def cli(tmp_path):
 
     def run(*args, timeout=300, env=None):
         full_env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "2", **(env or {})}
+        full_env = {k: v for k, v in full_env.items() if v is not None}  # None: unset the variable
         return subprocess.run(
             [sys.executable, "-m", "focalbench", *args],
             cwd=tmp_path,

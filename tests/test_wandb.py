@@ -8,11 +8,11 @@ import pytest
 def test_wandb_offline_run_without_key(cli, tmp_path):
     secret = "sk-focalbench-test-secret-0123456789"
     env = {
-        "WANDB_MODE": "",
-        "WANDB_API_KEY": "",
+        "WANDB_MODE": None,
+        "WANDB_API_KEY": None,
         "MY_SERVICE_TOKEN": secret,
         "HOME": str(tmp_path),
-        "WANDB_DIR": "",
+        "WANDB_DIR": None,
         "WANDB_CONFIG_DIR": str(tmp_path / ".config"),
     }
     result = cli(

@@ -1,8 +1,9 @@
-"""One job end to end: data -> model -> fit -> predict -> metrics -> run folder -> one CSV row -> W&B.
+"""One job end to end: data -> model -> fit -> predict -> metrics -> run folder -> CSV row -> W&B.
 
-Bad input (InputError) stops before anything is recorded. Once training starts, every attempt ends in exactly
-one CSV row: ok, diverged (non-finite loss/gradient), failed (any other exception, with the error), or
-interrupted (Ctrl-C / SIGTERM; the next attempt resumes from the last epoch checkpoint).
+Bad input (InputError) stops before anything is recorded. Once training starts, every attempt ends
+in exactly one CSV row: ok, diverged (non-finite loss/gradient), failed (any other exception, with
+the error), or interrupted (Ctrl-C / SIGTERM; the next attempt resumes from the last checkpoint).
+Only a kill (SIGKILL, power loss) leaves no row; the next attempt resumes just the same.
 """
 
 from __future__ import annotations
@@ -14,19 +15,29 @@ import signal
 import subprocess
 import time
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import torch
+from filelock import Timeout
 
 from focalbench.config import RunConfig, to_yaml
 from focalbench.engine.datasets import build_datasets
 from focalbench.engine.predict import predict
 from focalbench.engine.train import Diverged, fit
 from focalbench.errors import InputError
-from focalbench.results.store import append_row, atomic_write_text, run_dir, status_of, write_json
+from focalbench.results.store import (
+    append_row,
+    atomic_write_text,
+    run_dir,
+    run_lock,
+    status_of,
+    write_json,
+)
 
 
 @dataclass
@@ -69,16 +80,17 @@ def git_sha() -> str:
 
 def base_row(cfg: RunConfig, rdir: Path, device: torch.device) -> dict[str, Any]:
     """The config half of the CSV row."""
-    alpha = cfg.loss.alpha
+    params = cfg.loss.params
+    alpha = params.get("alpha")
     return {
         "run_id": cfg.run_id,
         "sweep_id": cfg.sweep_id,
         "model": cfg.model.name,
         "backbone": cfg.model.backbone,
         "loss": cfg.loss.name,
-        "alpha": "" if alpha is None else alpha,
-        # the focusing exponent: gamma, or beta for QFL (which has no gamma)
-        "gamma": cfg.loss.beta if cfg.loss.name == "qfl" else cfg.loss.gamma,
+        "alpha": alpha,  # empty when the loss has no alpha (bce, ce, qfl) or it is off
+        # the focusing exponent: gamma, or beta for QFL (which has no gamma); empty for bce/ce
+        "gamma": params.get("gamma", params.get("beta")),
         "matcher": cfg.matcher.name if cfg.model.name == "detr" else "",
         "normalization": cfg.loss.normalization,
         "dataset": cfg.data.name,
@@ -95,7 +107,30 @@ def base_row(cfg: RunConfig, rdir: Path, device: torch.device) -> dict[str, Any]
 
 
 def _raise_interrupt(signum, frame):
+    # one orderly stop: later SIGTERMs are ignored (run() restores the handler), so that a repeat
+    # cannot cut the recording of this one short. Repeats happen: a dying sweep sends its jobs
+    # PR_SET_PDEATHSIG once for each of its threads.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    """Ctrl-C/SIGTERM arriving while an attempt is recorded (row.json, CSV row) wait until the
+    record is written whole, then are delivered as usual."""
+    if not _main_thread():
+        yield
+        return
+    pending: list[int] = []
+    stops = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, lambda signum, frame: pending.append(signum)) for s in stops}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for sig in dict.fromkeys(pending):
+            os.kill(os.getpid(), sig)  # redelivered to the handler it was meant for
 
 
 @dataclass
@@ -116,7 +151,8 @@ class Dist:
 
 
 def setup_dist(device_name: str) -> Dist:
-    """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK: join the process group (NCCL on GPUs, gloo on the CPU)."""
+    """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK: join the process group (NCCL on GPUs, gloo on the
+    CPU)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     device = resolve_device(device_name)
     if world == 1:
@@ -133,15 +169,53 @@ def setup_dist(device_name: str) -> Dist:
 def run(cfg: RunConfig, force: bool = False, console=None) -> RunResult:
     """Train and evaluate one config; skip it when its run id already has an ok row (unless force).
 
-    Under torchrun every rank calls this; the run folder is a function of the run id, so all ranks agree on
-    it, and rank 0 alone writes files, the CSV row and W&B.
+    One attempt per run id at a time: the attempt holds the run's lock (store.run_lock) from the
+    status check to its CSV row, so a second `train` or sweep of the same config (say, re-run while
+    a killed sweep's job is still finishing) waits, then skips it or resumes from its checkpoint.
+    Under torchrun every rank calls this; the run folder is a function of the run id, so all ranks
+    agree on it, and rank 0 alone holds the lock and writes files, the CSV row and W&B.
     """
     say = console.print if console is not None else (lambda *a, **k: None)
+    # an unsafe sweep_id/job_name is bad input: refused before anything is written
+    rdir = run_dir(cfg.results_dir, cfg.run_id, cfg.sweep_id, cfg.job_name)
+    # SIGTERM (a sweep stopping its jobs, a batch system's preemption) ends the attempt like Ctrl-C
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if _main_thread() else None
+    try:
+        with _one_attempt_at_a_time(cfg.results_dir, cfg.run_id, say):
+            csv_path = Path(cfg.results_dir) / "runs.csv"
+            if not force and status_of(csv_path).get(cfg.run_id) == "ok":
+                return RunResult(cfg.run_id, "skipped", None, {})
+            return _attempt(cfg, rdir, force, say)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def _one_attempt_at_a_time(results_dir: str, rid: str, say) -> Iterator[None]:
+    """Hold the run id's lock (as rank 0 of torchrun, or the only process); wait while another
+    process holds it."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        yield
+        return
+    try:
+        lock = run_lock(results_dir, rid)
+        lock.acquire(timeout=0)
+    except Timeout:
+        say(f"{rid}: another process is running this config ({lock.lock_file}); waiting for it")
+        lock.acquire()
+    except OSError as exc:
+        raise InputError(f"results_dir={results_dir!r} is not writable ({exc.strerror})") from exc
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _attempt(cfg: RunConfig, rdir: Path, force: bool, say) -> RunResult:
+    """One attempt, under the run's lock: InputError before anything is recorded, else a CSV row."""
     csv_path = Path(cfg.results_dir) / "runs.csv"
     rid = cfg.run_id
-    if not force and status_of(csv_path).get(rid) == "ok":
-        return RunResult(rid, "skipped", None, {})
-
     dist = setup_dist(cfg.train.device)
     if cfg.train.batch_size % dist.world:
         raise InputError(
@@ -155,8 +229,12 @@ def run(cfg: RunConfig, force: bool = False, console=None) -> RunResult:
     from focalbench.models import build_model
 
     seed_everything(cfg.seed)
-    model = build_model(cfg.model, cfg.loss, cfg.matcher, train_ds.num_classes, cfg.data.image_size)
-    rdir = run_dir(cfg.results_dir, rid, cfg.sweep_id, cfg.job_name)
+    try:
+        model = build_model(
+            cfg.model, cfg.loss, cfg.matcher, train_ds.num_classes, cfg.data.image_size
+        )
+    except ValueError as exc:  # a builder's ValueError is a config it cannot build: bad input
+        raise InputError(str(exc)) from exc
     if dist.is_main:
         try:
             rdir.mkdir(parents=True, exist_ok=True)
@@ -182,7 +260,6 @@ def run(cfg: RunConfig, force: bool = False, console=None) -> RunResult:
     row["started"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     t0 = time.perf_counter()
     metrics: dict[str, Any] = {}
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if _main_thread() else None
     try:
         metrics = _train_and_evaluate(cfg, model, train_ds, val_ds, dist, rdir, logger, say)
         row.update(status="ok", **{k: metrics.get(k) for k in _METRIC_COLUMNS})
@@ -193,19 +270,18 @@ def run(cfg: RunConfig, force: bool = False, console=None) -> RunResult:
             status="interrupted", error="interrupted (resume by running the same command again)"
         )
         raise
-    except Exception as exc:  # a crashed run is recorded, never lost; its traceback goes to error.txt
+    except Exception as exc:  # a crash is recorded, never lost; the traceback goes to error.txt
         row.update(status="failed", error=f"{type(exc).__name__}: {exc}")
         if dist.is_main:
             atomic_write_text(rdir / "error.txt", traceback.format_exc())
     finally:
         if "status" in row and dist.is_main:
             row["wall_s"] = round(time.perf_counter() - t0, 1)
-            write_json(rdir / "row.json", row)  # lets `leaderboard --rebuild` regenerate runs.csv
-            append_row(csv_path, row)
+            with _interrupts_deferred():
+                write_json(rdir / "row.json", row)  # `leaderboard --rebuild` reads these
+                append_row(csv_path, row)
         if "status" in row:
             logger.finish(0 if row["status"] == "ok" else 1)
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
         if dist.world > 1 and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
     return RunResult(rid, row["status"], rdir, metrics, row.get("error", ""))
@@ -278,7 +354,8 @@ def _train_and_evaluate(
 
     say(
         f"[bold]{cfg.run_id}[/] {cfg.model.name}-{cfg.model.backbone} loss={cfg.loss.name} "
-        f"on {cfg.data.name} ({len(train_ds)} train / {len(val_ds)} val, {cfg.data.image_size}px, {device.type})"
+        f"on {cfg.data.name} ({len(train_ds)} train / {len(val_ds)} val, "
+        f"{cfg.data.image_size}px, {device.type})"
     )
     epoch_extras, audit = None, {}
     if hasattr(
@@ -313,6 +390,7 @@ def _train_and_evaluate(
         on_epoch=on_epoch,
         epoch_extras=epoch_extras,
         is_main=dist.is_main,
+        say=say,
     )
     if not dist.is_main:  # rank 0 evaluates on the whole validation set; the others are done
         dist.barrier()
@@ -324,7 +402,7 @@ def _train_and_evaluate(
     metrics["imgs_per_s"] = fit_info["imgs_per_s"]
     metrics["run_id"] = cfg.run_id
     metrics["resumed_from_epoch"] = fit_info["resumed_from"]
-    spawned = os.environ.get("FOCALBENCH_SPAWN_T")  # set by the sweep pool when it starts this process
+    spawned = os.environ.get("FOCALBENCH_SPAWN_T")  # set by the sweep pool when it starts the job
     if spawned and fit_info["first_step_at"]:
         metrics["spawn_to_first_step_s"] = fit_info["first_step_at"] - float(spawned)
     if audit:

@@ -1,5 +1,6 @@
-"""The fit loop: AdamW/SGD, linear warm-up + cosine decay, gradient clipping, AMP on CUDA, a NaN/Inf guard,
-a per-epoch train_log.csv and a checkpoint each epoch that an interrupted run resumes from."""
+"""The fit loop: AdamW/SGD, linear warm-up + cosine decay, gradient clipping, AMP on CUDA, a NaN/Inf
+guard, a per-epoch train_log.csv and a checkpoint each epoch that an interrupted run resumes
+from."""
 
 from __future__ import annotations
 
@@ -70,14 +71,17 @@ def amp_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
 
 def save_checkpoint(path: Path, state: dict) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(
-        tmp, path
-    )  # atomic: a kill leaves the previous checkpoint or the new one, never half of one
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)  # atomic: a kill leaves the old checkpoint or the new one, never half
+    except BaseException:  # Ctrl-C mid-save: keep the previous checkpoint, drop the partial one
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def load_checkpoint(path: Path, run_id: str) -> dict | None:
-    """The run's last checkpoint, or None (missing, from another config, or corrupt: warn and start over)."""
+    """The run's last checkpoint, or None (missing, from another config, or corrupt: warn and start
+    over)."""
     if not path.is_file():
         return None
     try:
@@ -107,12 +111,16 @@ def fit(
     on_epoch=None,
     epoch_extras=None,
     is_main: bool = True,
+    say=None,
 ) -> dict:
-    """Train `model` for train_cfg.epochs, resuming from run_dir/checkpoint.pt when it belongs to run_id.
+    """Train `model` for train_cfg.epochs, resuming from run_dir/checkpoint.pt when it belongs to
+    run_id.
 
-    Returns {"imgs_per_s", "epochs_run", "resumed_from"}. Raises Diverged on a non-finite loss or gradient.
-    `epoch_extras()` returns extra log columns measured after each epoch (the DETR matching audit: its keys
-    must be the same every epoch); `on_epoch(epoch, row)` is called with the full row (W&B logging).
+    Returns {"imgs_per_s", "epochs_run", "resumed_from"}. Raises Diverged on a non-finite loss or
+    gradient. `epoch_extras()` returns extra log columns measured after each epoch (the DETR
+    matching audit: its keys must be the same every epoch); `on_epoch(epoch, row)` is called with
+    the full row (W&B logging); `say(text)` gets one line: resuming (from which epoch) or starting
+    from scratch.
     Under DDP `model` is the DistributedDataParallel wrapper and only the main rank writes files.
     """
     optimizer = build_optimizer(model, train_cfg)
@@ -133,6 +141,16 @@ def fit(
         scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"])
         start_epoch = state["epoch"]
+    if is_main:
+        _start_log(log_path, start_epoch)
+        for stale in run_dir.glob(f".{ckpt_path.name}.tmp*"):  # saves cut short by a kill
+            stale.unlink(missing_ok=True)
+        if say is not None:
+            say(
+                f"resuming from {ckpt_path} (epoch {start_epoch} of {train_cfg.epochs} done)"
+                if start_epoch
+                else f"training from scratch ({train_cfg.epochs} epochs)"
+            )
 
     images_seen, train_time, first_step_at = 0, 0.0, None
     progress = Progress(
@@ -177,8 +195,8 @@ def fit(
                 scaler.unscale_(optimizer)
                 max_norm = train_cfg.clip_grad if train_cfg.clip_grad > 0 else float("inf")
                 grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-                # checked after backward: under DDP a NaN on one rank reaches every rank's gradients through
-                # the all-reduce, so all ranks stop at the same step instead of one waiting forever
+                # checked after backward: under DDP a NaN on one rank reaches every rank's gradients
+                # through the all-reduce, so all ranks stop at the same step instead of one waiting
                 if not torch.isfinite(loss):
                     raise Diverged(epoch + 1, step, "the loss")
                 if not torch.isfinite(grad_norm) and not scaler.is_enabled():
@@ -216,8 +234,8 @@ def fit(
                 on_epoch(epoch + 1, row)
             if not is_main:
                 continue
-            new_log = epoch == 0 or not log_path.is_file()
-            with open(log_path, "w" if new_log else "a", newline="") as f:
+            new_log = not log_path.is_file()
+            with open(log_path, "a", newline="") as f:
                 if new_log:
                     csv.writer(f).writerow(list(row))
                 csv.writer(f).writerow(
@@ -241,3 +259,19 @@ def fit(
         "epochs_run": train_cfg.epochs - start_epoch,
         "resumed_from": start_epoch,
     }
+
+
+def _start_log(log_path: Path, start_epoch: int) -> None:
+    """train_log.csv as the checkpoint knows it: empty from scratch; on resume, the rows of the
+    epochs the checkpoint holds (a kill between an epoch's log row and its checkpoint leaves one row
+    too many, and that epoch is trained again)."""
+    if not start_epoch or not log_path.is_file():
+        log_path.unlink(missing_ok=True)
+        return
+    with open(log_path, newline="") as f:
+        rows = list(csv.reader(f))
+    kept = rows[:1] + [r for r in rows[1:] if r and r[0].isdigit() and int(r[0]) <= start_epoch]
+    tmp = log_path.with_name(f".{log_path.name}.tmp{os.getpid()}")
+    with open(tmp, "w", newline="") as f:
+        csv.writer(f).writerows(kept)
+    os.replace(tmp, log_path)
