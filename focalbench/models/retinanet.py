@@ -34,6 +34,7 @@ from torchvision.ops import boxes as box_ops
 from torchvision.ops import generalized_box_iou_loss
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
+from focalbench.errors import InputError
 from focalbench.losses import distribution_focal_loss, get_loss
 
 # Lin et al. 2017: the initial foreground probability, so early training is not drowned by negatives
@@ -346,6 +347,11 @@ def build_retinanet(model_cfg, loss_cfg, num_classes: int, image_size: int) -> F
         out_channels=width,
         extra_blocks=LastLevelP6P7(width, width),  # P6/P7 from P5, as torchvision's RetinaNet v1
     )
+    if isinstance(loss_cfg.alpha, tuple) and len(loss_cfg.alpha) != num_classes + 1:
+        raise InputError(
+            f"loss.alpha has {len(loss_cfg.alpha)} per-class weights; the dataset has {num_classes} "
+            f"classes, so give {num_classes + 1} (one per class, then the background class)"
+        )
     cls_loss = ClsLoss(
         loss_cfg.name, loss_cfg.alpha, loss_cfg.gamma, loss_cfg.beta, loss_cfg.normalization
     )
@@ -366,8 +372,6 @@ def build_retinanet(model_cfg, loss_cfg, num_classes: int, image_size: int) -> F
 def load_backbone_weights(body: nn.Module, path: str) -> None:
     """Load a torchvision ResNet state dict (a local file; nothing is downloaded) into the FPN
     body."""
-    from focalbench.errors import InputError
-
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError as exc:
