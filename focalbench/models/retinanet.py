@@ -349,8 +349,8 @@ def build_retinanet(model_cfg, loss_cfg, num_classes: int, image_size: int) -> F
     )
     if isinstance(loss_cfg.alpha, tuple) and len(loss_cfg.alpha) != num_classes + 1:
         raise InputError(
-            f"loss.alpha has {len(loss_cfg.alpha)} per-class weights; the dataset has {num_classes} "
-            f"classes, so give {num_classes + 1} (one per class, then the background class)"
+            f"loss.alpha has {len(loss_cfg.alpha)} per-class weights; the dataset has "
+            f"{num_classes} classes, so give {num_classes + 1} (one per class, then the background)"
         )
     cls_loss = ClsLoss(
         loss_cfg.name, loss_cfg.alpha, loss_cfg.gamma, loss_cfg.beta, loss_cfg.normalization
