@@ -8,9 +8,12 @@ STAMP := $(VENV)/.installed
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
+	@echo "installing focalbench into $(VENV) (log: $(VENV)/install.log)"
 	test -d $(VENV) || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e ".[dev]" --config-settings editable_mode=strict
+	@# strict editable mode: Hydra finds the gpu_pool launcher plugin and the packaged conf/
+	@($(BIN)/pip install -q --upgrade pip && \
+	  $(BIN)/pip install -q -e ".[dev]" --config-settings editable_mode=strict) \
+	  > $(VENV)/install.log 2>&1 || (tail -40 $(VENV)/install.log; exit 1)
 	touch $(STAMP)
 
 # The main job on the embedded dataset: a mini-sweep (bce vs focal at gamma 1 and 2, two seeds; bce ignores gamma,

@@ -158,6 +158,13 @@ def leaderboard(
         bool, typer.Option("--by-seed", help="One line per run instead of mean ± std.")
     ] = False,
     fmt: Annotated[str, typer.Option("--format", help="table, csv or md.")] = "table",
+    metrics: Annotated[
+        str | None,
+        typer.Option(
+            help="Metrics to show, e.g. mAP,AP75,dece, or all (table default: mAP,AP50,laece0,lrp; "
+            "md: all)."
+        ),
+    ] = None,
     plot: Annotated[
         Path | None,
         typer.Option(
@@ -179,10 +186,11 @@ def leaderboard(
         n = lb.rebuild(csv.parent, csv)
         err.print(f"rebuilt {csv} from the run folders: {n} rows")
     board = lb.leaderboard(read_rows(csv), sort=sort, where=where or [], by_seed=by_seed)
+    shown = lb.select_metrics(metrics, board.sort)
     if fmt == "table":
-        out.print(lb.to_rich_table(board))
+        out.print(lb.to_rich_table(board, shown))
     else:
-        sys.stdout.write(lb.to_csv(board) if fmt == "csv" else lb.to_markdown(board))
+        sys.stdout.write(lb.to_csv(board) if fmt == "csv" else lb.to_markdown(board, shown))
     if plot is not None:
         for path in lb.plot(board, plot, metric=sort if sort in lb.METRICS else "mAP"):
             err.print(f"wrote {path}")

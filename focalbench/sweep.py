@@ -319,26 +319,39 @@ def plan_table(plan: Plan):
     return table
 
 
+def varying_overrides(plan: Plan, job: Job) -> str:
+    """The job's overrides that are not shared by every job of the sweep (what tells the jobs apart)."""
+    common = set.intersection(*(set(j.overrides) for j in plan.jobs))
+    return " ".join(o for o in job.overrides if o not in common) or " ".join(job.overrides)
+
+
 def summary_table(plan: Plan):
     from rich.table import Table
 
     latest = latest_rows(read_rows(Path(plan.jobs[0].cfg.results_dir) / "runs.csv"))
     table = Table(title=f"sweep {plan.sweep_id}: results", title_justify="left")
-    for col in ("run id", "overrides", "status", "mAP", "AP50", "laece0", "wall s", "error"):
-        table.add_column(col)
+    for col in ("run id", "job", "status", "mAP", "AP50", "laece0", "wall s", "error"):
+        table.add_column(
+            col, justify="right" if col in ("mAP", "AP50", "laece0", "wall s") else "left"
+        )
     for job in plan.jobs:
         row = latest.get(job.run_id, {})
         table.add_row(
             job.run_id,
-            " ".join(job.overrides),
+            varying_overrides(plan, job),
             row.get("status", "not run"),
-            row.get("mAP", ""),
-            row.get("AP50", ""),
-            row.get("laece0", ""),
+            *(_short(row.get(k, "")) for k in ("mAP", "AP50", "laece0")),
             row.get("wall_s", ""),
             (row.get("error") or "")[:60],
         )
     return table
+
+
+def _short(cell: str) -> str:
+    try:
+        return f"{float(cell):.4f}"
+    except ValueError:
+        return cell
 
 
 def run_sweep(

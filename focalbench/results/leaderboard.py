@@ -177,11 +177,26 @@ def _split_config(board: Board) -> tuple[list[str], dict[str, str]]:
     return varying, constant
 
 
-def _shown_metrics(board: Board) -> list[str]:
+# what fits an 80-column terminal; --metrics all (or a list) shows more
+TABLE_METRICS = ("mAP", "AP50", "laece0", "lrp")
+
+
+def select_metrics(names: str | None, sort: str) -> list[str] | None:
+    """--metrics 'mAP,laece0' or 'all' -> metric names (validated); None keeps the format's default."""
+    if names is None:
+        return None
+    if names.strip().lower() == "all":
+        return list(METRICS)
+    chosen = [_resolve(n.strip(), METRICS, "--metrics") for n in names.split(",") if n.strip()]
+    return chosen if sort in chosen else [sort, *chosen]
+
+
+def _shown_metrics(board: Board, metrics: Sequence[str] | None = None) -> list[str]:
     """Metrics with a value somewhere (a metric no run logged would be a column of dashes)."""
     key = "{}" if board.by_seed else "{}_mean"
-    shown = [m for m in METRICS if any(not math.isnan(e[key.format(m)]) for e in board.entries)]
-    return shown or list(METRICS)
+    pool = list(metrics) if metrics else list(METRICS)
+    shown = [m for m in pool if any(not math.isnan(e[key.format(m)]) for e in board.entries)]
+    return shown or pool
 
 
 def _row_cells(
@@ -209,10 +224,12 @@ def _notes(board: Board, constant: dict[str, str]) -> tuple[str, str]:
     return title, f"{how}; sorted by {board.sort}" + (f"; excluded: {excluded}" if excluded else "")
 
 
-def to_rich_table(board: Board) -> Table:
-    """Constant config columns go to the title; the caption counts failed/diverged/interrupted."""
+def to_rich_table(board: Board, metrics: Sequence[str] | None = None) -> Table:
+    """Constant config columns go to the title; the caption counts failed/diverged/interrupted.
+    Shows TABLE_METRICS (plus the sort key) unless `metrics` names others."""
     varying, constant = _split_config(board)
-    metrics = _shown_metrics(board)
+    default = TABLE_METRICS if board.sort in TABLE_METRICS else (board.sort, *TABLE_METRICS)
+    metrics = _shown_metrics(board, metrics or default)
     title, caption = _notes(board, constant)
     table = Table(title=title or None, caption=caption)
     for h in _headers(board, varying, metrics):
@@ -243,10 +260,10 @@ def to_csv(board: Board) -> str:
     return buf.getvalue()
 
 
-def to_markdown(board: Board) -> str:
+def to_markdown(board: Board, metrics: Sequence[str] | None = None) -> str:
     """A GitHub/pandoc pipe table (config columns, mean ± std, n), then one line of notes."""
     varying, constant = _split_config(board)
-    metrics = _shown_metrics(board)
+    metrics = _shown_metrics(board, metrics)
     headers = _headers(board, varying, metrics)
     lines = [
         "| " + " | ".join(headers) + " |",
