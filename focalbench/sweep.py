@@ -320,7 +320,7 @@ def plan_table(plan: Plan):
 
 
 def varying_overrides(plan: Plan, job: Job) -> str:
-    """The job's overrides that are not shared by every job of the sweep (what tells the jobs apart)."""
+    """The overrides of a job that not every job of the sweep shares (what tells the jobs apart)."""
     common = set.intersection(*(set(j.overrides) for j in plan.jobs))
     return " ".join(o for o in job.overrides if o not in common) or " ".join(job.overrides)
 

@@ -13,7 +13,13 @@ def _retinanet(model_cfg, loss_cfg, matcher_cfg, num_classes: int, image_size: i
     return build_retinanet(model_cfg, loss_cfg, num_classes, image_size)
 
 
-MODELS: dict[str, Callable[..., nn.Module]] = {"retinanet": _retinanet}
+def _detr(model_cfg, loss_cfg, matcher_cfg, num_classes: int, image_size: int) -> nn.Module:
+    from focalbench.models.detr import build_detr
+
+    return build_detr(model_cfg, loss_cfg, matcher_cfg, num_classes, image_size)
+
+
+MODELS: dict[str, Callable[..., nn.Module]] = {"retinanet": _retinanet, "detr": _detr}
 
 
 def get_model_builder(name: str) -> Callable[..., nn.Module]:

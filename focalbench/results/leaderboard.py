@@ -23,8 +23,13 @@ from filelock import FileLock
 from rich.table import Table
 
 from focalbench.errors import InputError
-from focalbench.results.store import CSV_COLUMNS, STATUSES, atomic_write_text, latest_rows
-from focalbench.results.store import format_cell
+from focalbench.results.store import (
+    CSV_COLUMNS,
+    STATUSES,
+    atomic_write_text,
+    format_cell,
+    latest_rows,
+)
 
 METRICS = ("mAP", "AP50", "AP75", "APs", "APm", "APl", "AR100", "laece0", "laace0", "lrp", "dece",
            "brier", "imgs_per_s", "wall_s")  # fmt: skip
@@ -182,7 +187,7 @@ TABLE_METRICS = ("mAP", "AP50", "laece0", "lrp")
 
 
 def select_metrics(names: str | None, sort: str) -> list[str] | None:
-    """--metrics 'mAP,laece0' or 'all' -> metric names (validated); None keeps the format's default."""
+    """--metrics 'mAP,laece0' or 'all' -> metric names (validated); None: the format's default."""
     if names is None:
         return None
     if names.strip().lower() == "all":
