@@ -1,2 +1,3 @@
 """focalbench: losses, matching costs and calibration for object detection, swept."""
+
 __version__ = "0.1.0"

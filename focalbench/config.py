@@ -156,7 +156,10 @@ class LossCfg:
 @dataclass(frozen=True)
 class MatcherCfg:
     name: str = "focal"
-    alpha: float | None = None  # None: the loss's alpha (0.25 when the loss has none)
+    # None: derived from the loss (see models/detr.py): gamma = the loss's gamma (QFL: beta; bce/ce:
+    # 0);
+    # alpha = the loss's alpha for focal/bce (bce: none), else 0.25
+    alpha: float | None = None
     gamma: float | None = None  # None: the loss's gamma
     weight_class: float = 2.0
     weight_bbox: float = 5.0

@@ -7,9 +7,12 @@ does.
 
 from __future__ import annotations
 
+import os
 import sys
 
-import hydra
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads; see focalbench/cli.py
+
+import hydra  # noqa: E402
 from omegaconf import DictConfig
 
 from focalbench.errors import InputError

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+# as the CLI does, before any test imports torch
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -1,4 +1,5 @@
-"""Detectors by name. A builder takes (model_cfg, loss_cfg, matcher_cfg, num_classes, image_size)."""
+"""Detectors by name. A builder takes (model_cfg, loss_cfg, matcher_cfg, num_classes,
+image_size)."""
 
 from __future__ import annotations
 
