@@ -326,9 +326,16 @@ def from_container(cfg: dict[str, Any]) -> RunConfig:
         wandb=_build(WandbCfg, logger.get("wandb"), "logger.wandb"),
         seed=seed,
         results_dir=str(cfg.get("results_dir") or "results"),
-        sweep_id=cfg.get("sweep_id"),
-        job_name=cfg.get("job_name"),
+        sweep_id=_name(cfg.get("sweep_id"), "sweep_id"),
+        job_name=_name(cfg.get("job_name"), "job_name"),
     )
+
+
+def _name(value: Any, option: str) -> str | None:
+    """A folder name from the command line; Hydra reads `job_name=12e3` as a number if unquoted."""
+    if value is None or isinstance(value, str):
+        return value
+    raise InputError(f"{option}={value!r} was read as a number; quote it: {option}='...'")
 
 
 def from_dictconfig(cfg: Any) -> RunConfig:

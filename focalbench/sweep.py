@@ -100,7 +100,7 @@ def make_plan(
     plan = Plan(sweep_id)
     seen: set[str] = set()
     for job_overrides in expand_grid(overrides):
-        cfg = compose([*job_overrides, f"sweep_id={sweep_id}"])
+        cfg = compose([*job_overrides, f"sweep_id='{sweep_id}'"])
         if cfg.run_id in seen:  # two spellings of one config: run it once
             continue
         seen.add(cfg.run_id)
@@ -396,7 +396,8 @@ def run_sweep(
 
     def launch(job: Job, env: dict[str, str]):
         rows_before[job.run_id] = rows_of(csv_path, job.run_id)
-        extra = [f"sweep_id={plan.sweep_id}", f"job_name={job.run_id}", "train.progress=false"]
+        # quoted: Hydra would read a run id such as 681005e123 as a float
+        extra = [f"sweep_id='{plan.sweep_id}'", f"job_name='{job.run_id}'", "train.progress=false"]
         if force:
             extra.append("--force")
         return popen_job(
@@ -457,7 +458,7 @@ def run_hydra_launcher(
         "-m",
         *overrides,
         f"hydra/launcher={launcher}",
-        f"sweep_id={sid}",
+        f"sweep_id='{sid}'",
         "train.progress=false",
     ]
     if dry_run:

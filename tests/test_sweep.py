@@ -134,3 +134,13 @@ def test_dry_run_runs_nothing(cli, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "2 jobs" in result.stdout and "pending" in result.stdout
     assert not (tmp_path / "results" / "runs.csv").exists()
+
+
+def test_run_ids_that_look_like_numbers_stay_names():
+    """A run id such as 681005e123 is a float to Hydra's parser: the sweep quotes it."""
+    from focalbench.config import compose
+
+    cfg = compose(["job_name='681005e123'", "sweep_id='12e3'"])
+    assert cfg.job_name == "681005e123" and cfg.sweep_id == "12e3"
+    with pytest.raises(InputError, match="quote it"):
+        compose(["job_name=681005e123"])
