@@ -100,3 +100,8 @@ def test_unused_hyperparameters_do_not_split_the_run_id():
     assert compose(["loss=bce", "loss.gamma=2", "loss.alpha=0.5"]).run_id == bce.run_id
     assert compose(["loss=qfl", "loss.gamma=5"]).run_id == compose(["loss=qfl"]).run_id
     assert compose(["loss=qfl", "loss.beta=1"]).run_id != compose(["loss=qfl"]).run_id
+
+
+def test_gfl_experiment_is_qfl_with_the_dfl_head():
+    cfg = compose(["experiment=gfl"])
+    assert cfg.loss.name == "qfl" and cfg.model.box_head == "dfl"
