@@ -187,9 +187,11 @@ class DataCfg:
     val_ann: str | None = None
     val_image_dir: str | None = None
     categories: tuple[str, ...] | None = None
+    bad_boxes: str = "error"  # error | fix (clip to the image, drop empty ones, with a warning)
 
     def __post_init__(self) -> None:
         _check_choice("data", self.name, group_options("data"))
+        _check_choice("data.bad_boxes", self.bad_boxes, ("error", "fix"))
         minimum = 1 if self.name == "synthetic" else 0  # 0 = all images of a COCO file
         _check_range("data.train_images", self.train_images, minimum)
         _check_range("data.val_images", self.val_images, minimum)

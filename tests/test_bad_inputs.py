@@ -121,6 +121,12 @@ def _case_args(case: str, coco: dict, tmp_path: Path) -> list[str]:
             v("nocat", _drop_category), images, f"data.categories=[{first_cat}]"
         ),
         "coco_unknown_category_name": _coco_train(ann, images, "data.categories=[zebra]"),
+        "coco_box_outside": _coco_train(
+            v("outside", lambda d: d["annotations"][0].update(bbox=[50, 50, 40, 40])), images
+        ),
+        "coco_box_empty": _coco_train(
+            v("empty", lambda d: d["annotations"][0].update(bbox=[10, 10, 0, 5])), images
+        ),
         # evaluate
         "eval_invalid_json": ["evaluate", ann, str(_write(tmp_path / "bad.json", "[{"))],
         "eval_unknown_image": ["evaluate", ann, dets(image_id=987654)],
@@ -183,6 +189,8 @@ CATALOGUE = [
     ("coco_unknown_category", "unk.json: unknown_category_id"),
     ("coco_empty_subset", "nocat.json: no images with"),
     ("coco_unknown_category_name", "unknown categories ['zebra']; choose from"),
+    ("coco_box_outside", "box_outside_image"),
+    ("coco_box_empty", "empty_box"),
     ("eval_invalid_json", "bad.json: invalid JSON"),
     ("eval_unknown_image", "dets_image_id.json: detection 0 has image_id 987654 not in"),
     ("eval_unknown_category", "dets_category_id.json: detection 0 has category_id 987654 not in"),

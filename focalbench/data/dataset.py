@@ -41,7 +41,8 @@ class CocoDetection(torch.utils.data.Dataset):
 
     validate=True runs the checks of check_coco (including that every image file exists) and raises
     InputError on the first fatal problem. Boxes reaching outside their image or with no area are
-    not fatal: they are clipped or dropped, with a warning.
+    fatal too unless repair_boxes=True: then they are clipped or dropped, with a warning (real COCO
+    files hold a handful of such boxes; `data.bad_boxes=fix` turns this on).
     """
 
     def __init__(
@@ -52,6 +53,7 @@ class CocoDetection(torch.utils.data.Dataset):
         train: bool = False,
         cache: bool = True,
         validate: bool = True,
+        repair_boxes: bool = False,
     ) -> None:
         if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
             raise InputError(f"image_size must be a positive integer, got {image_size!r}")
@@ -63,11 +65,12 @@ class CocoDetection(torch.utils.data.Dataset):
         data = load_coco_json(self.ann_file)
         if validate:
             report = check_data(data, self.ann_file, self.images_dir)
-            problem = report.first_problem(skip=REPAIRABLE_KINDS)
+            problem = report.first_problem(skip=REPAIRABLE_KINDS if repair_boxes else ())
             if problem:
-                raise InputError(
-                    f"{self.ann_file}: {problem}; run `focalbench data check {self.ann_file}`"
-                )
+                hint = f"run `focalbench data check {self.ann_file}`"
+                if any(report.counts.get(k) for k in REPAIRABLE_KINDS) and not repair_boxes:
+                    hint += "; data.bad_boxes=fix clips/drops bad boxes instead"
+                raise InputError(f"{self.ann_file}: {problem}; {hint}")
             repaired = {k: n for k, n in report.counts.items() if k in REPAIRABLE_KINDS}
             if repaired:
                 warnings.warn(

@@ -141,8 +141,11 @@ def build_datasets(data_cfg, results_dir: str | Path) -> tuple[CocoDetection, Co
     """The train (augmented) and val datasets; both go through the same COCO loader."""
     files = synthetic_files if data_cfg.name == "synthetic" else coco_files
     (train_ann, train_dir), (val_ann, val_dir) = files(data_cfg, results_dir)
-    train = CocoDetection(train_ann, train_dir, data_cfg.image_size, train=True)
-    val = CocoDetection(val_ann, val_dir, data_cfg.image_size, train=False)
+    repair = data_cfg.bad_boxes == "fix"
+    train = CocoDetection(
+        train_ann, train_dir, data_cfg.image_size, train=True, repair_boxes=repair
+    )
+    val = CocoDetection(val_ann, val_dir, data_cfg.image_size, train=False, repair_boxes=repair)
     if train.cat_ids != val.cat_ids:
         raise InputError(f"{val_ann}: categories differ from the training set {train_ann}")
     return train, val

@@ -133,8 +133,10 @@ def test_outside_boxes_clipped_and_empty_boxes_dropped(ds_dir):
     ]  # xyxy [190,-5,220,10] -> clip [190,0,200,10]
     data["annotations"][1]["bbox"] = [10, 10, 0, 5]  # no width
     (ds_dir / "ann.json").write_text(json.dumps(data))
+    with pytest.raises(InputError, match="data.bad_boxes=fix"):  # strict by default
+        _ds(ds_dir)
     with pytest.warns(UserWarning, match="box_outside_image.*empty_box|empty_box.*box_outside"):
-        ds = _ds(ds_dir)
+        ds = _ds(ds_dir, repair_boxes=True)
     _, t = ds[1]
     torch.testing.assert_close(t["boxes"], torch.tensor([[95.0, 0, 100, 10]]))
     assert t["labels"].tolist() == [1]
