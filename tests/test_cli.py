@@ -45,7 +45,7 @@ def test_every_command_has_help(cli, command):
         ),
         (["evaluate", "missing_gt.json", "missing_dets.json"], "missing_gt.json"),
         (["leaderboard", "--csv", "missing.csv"], "missing.csv"),
-        (["sweep", "loss=focal", "--gpus", "0"], "--gpus"),
+        (["sweep", "loss=focal", "--gpus", "99"], "--gpus"),  # no CUDA, or no GPU 99
     ],
 )
 def test_bad_input_is_one_line_exit_2(cli, tmp_path, args, needle):
