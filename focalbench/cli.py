@@ -314,12 +314,13 @@ def check(
 
 def print_metrics(metrics: dict, title: str) -> None:
     """The headline numbers: COCO stats and calibration side by side, one metric per line."""
-    coco = ("mAP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+    from focalbench.metrics import COCO_STAT_KEYS  # numpy only: no torch
+
     calib = ("laece0", "laace0", "lrp", "dece", "brier", "imgs_per_s")
     table = Table(title=title, title_justify="left")
     for col in ("COCO", "", "calibration", ""):
         table.add_column(col, justify="right" if col == "" else "left")
-    left = [k for k in coco if k in metrics]
+    left = [k for k in COCO_STAT_KEYS if k in metrics]
     right = [k for k in calib if k in metrics]
     for i in range(max(len(left), len(right))):
         a = left[i] if i < len(left) else None

@@ -12,6 +12,17 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# the smallest full run: a train + evaluate of a few seconds, for tests that need many of them
+TINY = [
+    "experiment=smoke",
+    "data.train_images=4",
+    "data.val_images=2",
+    "data.image_size=64",
+    "train.batch_size=2",
+    "train.eval_batch_size=2",
+    "train.threads=1",
+]
+
 
 @pytest.fixture
 def cli(tmp_path):

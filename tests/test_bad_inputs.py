@@ -24,14 +24,7 @@ from focalbench.engine.run import run
 from focalbench.results.store import append_row, read_rows, run_dir
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = [
-    "experiment=smoke",
-    "data.train_images=4",
-    "data.val_images=2",
-    "data.image_size=64",
-    "train.batch_size=2",
-    "train.threads=1",
-]
+from tests.conftest import TINY  # noqa: E402
 
 
 @pytest.fixture(scope="module")

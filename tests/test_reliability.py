@@ -33,15 +33,8 @@ from focalbench.results.store import (
     run_lock,
 )
 from focalbench.sweep import expand_grid, make_plan, run_pool, run_sweep
+from tests.conftest import TINY  # noqa: E402
 
-TINY = [
-    "experiment=smoke",
-    "data.train_images=4",
-    "data.val_images=2",
-    "data.image_size=64",
-    "train.batch_size=2",
-    "train.eval_batch_size=2",
-]
 SECRET = "sk-focalbench-reliability-secret-0123456789"
 linux_only = pytest.mark.skipif(not Path("/proc/self/cwd").exists(), reason="needs /proc")
 

@@ -31,6 +31,7 @@ from focalbench.engine.predict import predict
 from focalbench.engine.train import Diverged, fit
 from focalbench.errors import InputError
 from focalbench.results.store import (
+    CSV_COLUMNS,
     append_row,
     atomic_write_text,
     run_dir,
@@ -287,21 +288,8 @@ def _attempt(cfg: RunConfig, rdir: Path, force: bool, say) -> RunResult:
     return RunResult(rid, row["status"], rdir, metrics, row.get("error", ""))
 
 
-_METRIC_COLUMNS = (
-    "mAP",
-    "AP50",
-    "AP75",
-    "APs",
-    "APm",
-    "APl",
-    "AR100",
-    "laece0",
-    "laace0",
-    "lrp",
-    "dece",
-    "brier",
-    "imgs_per_s",
-)
+# the metric half of the CSV row: mAP .. imgs_per_s, in CSV order
+_METRIC_COLUMNS = CSV_COLUMNS[CSV_COLUMNS.index("mAP") : CSV_COLUMNS.index("imgs_per_s") + 1]
 
 
 def _main_thread() -> bool:
