@@ -202,6 +202,11 @@ class DataCfg:
                     raise InputError(f"data=coco needs data.{option}=PATH")
 
 
+# torch.compile backends: inductor generates kernels; aot_eager traces forward and backward the same
+# way without generating code (seconds instead of minutes on a CPU: for checking graph capture)
+COMPILE_BACKENDS = ("inductor", "aot_eager")
+
+
 @dataclass(frozen=True)
 class TrainCfg:
     epochs: int = 12
@@ -217,6 +222,8 @@ class TrainCfg:
     num_workers: int = 0
     eval_batch_size: int = 8
     progress: bool = True
+    compile: bool = False
+    compile_backend: str = "inductor"
 
     def __post_init__(self) -> None:
         _check_range("train.epochs", self.epochs, 1)
@@ -231,6 +238,7 @@ class TrainCfg:
         _check_choice("train.device", self.device, ("auto", "cpu", "cuda"))
         _check_range("train.threads", self.threads, 0)
         _check_range("train.num_workers", self.num_workers, 0)
+        _check_choice("train.compile_backend", self.compile_backend, COMPILE_BACKENDS)
 
 
 @dataclass(frozen=True)
@@ -258,11 +266,19 @@ class RunConfig:
     job_name: str | None = None
 
     def science(self) -> dict[str, Any]:
-        """The config that decides the numbers: what the run id hashes. Paths, logging, device and
-        progress settings are left out, so moving a results folder or switching W&B on keeps the
-        id."""
+        """The config that decides the numbers: what the run id hashes. Paths, logging, device,
+        compilation and progress settings are left out, so moving a results folder or switching
+        W&B or torch.compile on keeps the id."""
         train = dataclasses.asdict(self.train)
-        for key in ("device", "threads", "num_workers", "eval_batch_size", "progress"):
+        for key in (
+            "device",
+            "threads",
+            "num_workers",
+            "eval_batch_size",
+            "progress",
+            "compile",
+            "compile_backend",
+        ):
             train.pop(key)
         science = {
             "model": dataclasses.asdict(self.model),

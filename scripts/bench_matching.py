@@ -8,6 +8,9 @@ interleaved (the machine is shared: only ratios measured together mean anything)
 and prints matcher time x matched layers / step time for each class cost.
 
     .venv/bin/python scripts/bench_matching.py [--batch 16] [--queries 50] [--classes 6] [--reps 10]
+        [--device cpu|cuda]
+
+On a GPU the step shrinks while scipy's assignment stays on the CPU, so the share grows there.
 """
 
 from __future__ import annotations
@@ -38,12 +41,14 @@ def random_batch(batch: int, size: int, classes: int, generator: torch.Generator
     return images, targets
 
 
-def timed(fn, reps: int) -> float:
-    """Median wall time of fn() in seconds."""
+def timed(fn, reps: int, sync=lambda: None) -> float:
+    """Median wall time of fn() in seconds (`sync` waits for queued GPU work)."""
     times = []
     for _ in range(reps):
+        sync()
         t0 = time.perf_counter()
         fn()
+        sync()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
@@ -54,7 +59,10 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=None, help="default: the demo's num_queries")
     parser.add_argument("--classes", type=int, default=6)
     parser.add_argument("--reps", type=int, default=10)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = parser.parse_args()
+    device = torch.device(args.device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     overrides = ["experiment=detr_demo"] + (
         [f"model.num_queries={args.queries}"] if args.queries else []
@@ -62,9 +70,11 @@ def main() -> None:
     cfg = compose(overrides)
     S, B, C = cfg.data.image_size, args.batch, args.classes
     torch.manual_seed(0)
-    model = build_model(cfg.model, cfg.loss, cfg.matcher, C, S).train()
+    model = build_model(cfg.model, cfg.loss, cfg.matcher, C, S).to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr)
     images, targets = random_batch(B, S, C, torch.Generator().manual_seed(0))
+    images = [im.to(device) for im in images]
+    targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
 
     def step() -> None:
         loss = sum(model(images, targets).values())
@@ -85,14 +95,16 @@ def main() -> None:
     step(), step()  # warm-up: allocator, oneDNN kernels
     step_times, match_times = [], {name: [] for name in matchers}
     for _ in range(args.reps):  # interleaved, so that load from other processes hits both alike
-        step_times.append(timed(step, 1))
+        step_times.append(timed(step, 1, sync))
         for name, matcher in matchers.items():
-            match_times[name].append(timed(lambda m=matcher: m(logits, boxes, gts), 3))
+            match_times[name].append(timed(lambda m=matcher: m(logits, boxes, gts), 3, sync))
     step_s = statistics.median(step_times)
     num_gt = sum(len(t["labels"]) for t in targets)
     print(
         f"DETR train step: batch {B}, {S}px, {logits.shape[1]} queries, {C} classes, "
-        f"{num_gt} boxes, {layers} matched layers, torch threads {torch.get_num_threads()}"
+        f"{num_gt} boxes, {layers} matched layers, "
+        f"{torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}, "
+        f"torch threads {torch.get_num_threads()}"
     )
     print(f"  step  {step_s * 1e3:8.1f} ms  ({B / step_s:.1f} img/s)")
     worst = 0.0

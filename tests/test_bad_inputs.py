@@ -146,6 +146,7 @@ def _case_args(case: str, coco: dict, tmp_path: Path) -> list[str]:
         "target_in_group": ["train", "+model._target_=os.system"],
         "target_at_top": ["train", "+_target_=os.system"],
         "device_cuda": ["train", *TINY, "train.device=cuda"],
+        "compile_backend": ["train", *TINY, "train.compile=true", "train.compile_backend=trt"],
     }
     return cases[case]
 
@@ -205,6 +206,7 @@ CATALOGUE = [
     ("target_in_group", "unknown option model._target_; valid options: ["),
     ("target_at_top", "unknown option '_target_'; valid top-level options: ["),
     ("device_cuda", "train.device=cuda but CUDA is not available here; choose from"),
+    ("compile_backend", "train.compile_backend='trt' is not valid; choose from ['aot_eager', 'in"),
 ]
 
 

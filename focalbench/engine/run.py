@@ -30,6 +30,7 @@ from focalbench.engine.datasets import build_datasets
 from focalbench.engine.predict import predict
 from focalbench.engine.train import Diverged, fit
 from focalbench.errors import InputError
+from focalbench.models import build_model, compile_model
 from focalbench.results.store import (
     CSV_COLUMNS,
     append_row,
@@ -227,7 +228,6 @@ def _attempt(cfg: RunConfig, rdir: Path, force: bool, say) -> RunResult:
         torch.set_num_threads(cfg.train.threads)
     # bad input (InputError) surfaces here, before anything is recorded
     train_ds, val_ds = build_datasets(cfg.data, cfg.results_dir)
-    from focalbench.models import build_model
 
     seed_everything(cfg.seed)
     try:
@@ -308,6 +308,8 @@ def _train_and_evaluate(
     model = model.to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
+    if cfg.train.compile:
+        compile_model(model, cfg.train.compile_backend)
     generator = torch.Generator().manual_seed(cfg.seed)
     pin = device.type == "cuda"
     batch = cfg.train.batch_size // dist.world  # train.batch_size is the global batch

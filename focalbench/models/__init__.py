@@ -34,3 +34,16 @@ def build_model(model_cfg, loss_cfg, matcher_cfg, num_classes: int, image_size: 
     return get_model_builder(model_cfg.name)(
         model_cfg, loss_cfg, matcher_cfg, num_classes, image_size
     )
+
+
+def compile_model(model: nn.Module, backend: str = "inductor") -> nn.Module:
+    """torch.compile, in place, the submodules a detector names in `compiled_parts`; returns model.
+
+    Compiling parts rather than the whole detector keeps the data-dependent Python (anchor
+    matching, the Hungarian matcher, losses, post-processing) out of the graphs, which would
+    otherwise break and recompile with every batch's number of boxes. Module.compile keeps the
+    state-dict keys, so checkpoints move freely between compiled and eager runs.
+    """
+    for name in model.compiled_parts:
+        model.get_submodule(name).compile(backend=backend)
+    return model

@@ -191,6 +191,14 @@ class SmallDETR(nn.Module):
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self._instability = MatchInstability()  # the audit's memory of the previous probe matching
 
+    @property
+    def compiled_parts(self) -> tuple[str, ...]:
+        """What `train.compile` compiles: the backbone and each transformer layer. Matching (scipy),
+        the losses and post-processing stay eager."""
+        layers = [f"encoder.{i}" for i in range(len(self.encoder))]
+        layers += [f"decoder.{i}" for i in range(len(self.decoder))]
+        return ("backbone", *layers)
+
     def _init_class_bias(self) -> None:
         bias = self.class_embed.bias.data
         if self.softmax:  # p(each class) = PRIOR_PROB: classes 0, no-object log(1/pi - C)

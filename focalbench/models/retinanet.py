@@ -123,6 +123,10 @@ class FocalRetinaNet(RetinaNet):
     """RetinaNet whose loss is `cls_loss` (any focalbench loss) and whose box branch is `l1` or
     `dfl`."""
 
+    # what `train.compile` compiles: the dense convolutions; anchors, matching, the loss and
+    # post-processing stay eager (their shapes change with every batch's boxes)
+    compiled_parts = ("backbone", "head")
+
     def __init__(
         self,
         backbone,
@@ -328,8 +332,7 @@ class FocalRetinaNet(RetinaNet):
 
 def build_retinanet(model_cfg, loss_cfg, num_classes: int, image_size: int) -> FocalRetinaNet:
     """RetinaNet with a ResNet-18/50 FPN (P3-P7) trained from scratch with BatchNorm (frozen BN is
-    for
-    ImageNet weights), or with the backbone weights of a local torchvision checkpoint
+    for ImageNet weights), or with the backbone weights of a local torchvision checkpoint
     (`weights_path`)."""
     resnet = getattr(torchvision.models, model_cfg.backbone)(
         weights=None, norm_layer=nn.BatchNorm2d
