@@ -9,6 +9,7 @@ channels_last (both heads), then `train.compile` (torch.compile of backbone and 
 top of that. Compilation happens in the warm-up steps, outside the timing.
 
     python scripts/bench_train_step.py [--reps 5] [--size 256] [--batch 4] [--device cpu|cuda]
+        [--profile]   (instead of the table: where the batched head's step spends its time)
 """
 
 from __future__ import annotations
@@ -74,15 +75,35 @@ def step_time(model, images, targets, reps: int, warmup: int, amp: bool) -> floa
     return statistics.median(times)
 
 
+def profile(model, images, targets) -> None:
+    """The operators that take the most time over three steps (after one warm-up step)."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    step_time(model, images, targets, reps=1, warmup=0, amp=False)
+    cuda = images[0].device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with torch_profile(activities=activities) as prof:
+        step_time(model, images, targets, reps=3, warmup=0, amp=False)
+    table = prof.key_averages()
+    for key in ("self_cpu_time_total", "self_device_time_total" if cuda else None):
+        if key:
+            print(table.table(sort_by=key, row_limit=25, max_name_column_width=60))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--profile", action="store_true")
     args = ap.parse_args()
     device = torch.device(args.device)
     images, targets = batch(args.batch, args.size, device)
+    if args.profile:
+        profile(build(args.size, device, False, False, False), images, targets)
+        return
     # (label, stock head, bf16 + channels_last, compiled, the row it is compared with, goal)
     variants = [
         ("torchvision stock loss head (anchor)", True, False, False, None, ""),

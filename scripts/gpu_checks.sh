@@ -29,6 +29,7 @@ step env 60 bash -c "nvidia-smi --query-gpu=name,memory.total,driver_version --f
 step cuda_tests 300 "$PY" -m pytest -p no:cacheprovider -rs --durations=10 tests/test_cuda.py
 step bench_losses 120 "$PY" scripts/bench_losses.py --devices cuda --reps 20
 step bench_matching 120 "$PY" scripts/bench_matching.py --device cuda --reps 10
+step profile 120 "$PY" scripts/bench_train_step.py --device cuda --profile
 step bench_train_step 240 "$PY" scripts/bench_train_step.py --device cuda --reps 20
 # the demo's RetinaNet run (320 images, 4 epochs, 128 px), eager and compiled: imgs_per_s in runs.csv
 step demo_eager 180 "$PY" -m focalbench train experiment=demo train.device=cuda \

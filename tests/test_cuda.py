@@ -39,29 +39,37 @@ def test_cuda_run_trains_in_bf16_without_a_scaler(tmp_path):
     assert _checkpoint(result)["scaler"] == {}  # bf16 needs no loss scaling
 
 
-def test_fp16_run_uses_a_grad_scaler(tmp_path, monkeypatch):
+def test_fp16_run_uses_a_grad_scaler(tmp_path, monkeypatch, recwarn):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)  # an older GPU
     result = _run(tmp_path, "train.device=cuda")
     assert _checkpoint(result)["scaler"]["scale"] > 0
+    # steps the scaler skips (inf gradients at the first, too-large scales) do not advance the LR
+    # schedule, so torch does not warn that the scheduler ran ahead of the optimizer
+    assert not [w for w in recwarn if "lr_scheduler.step()" in str(w.message)]
 
 
-def test_inductor_compiled_retinanet_matches_eager_on_cuda():
+def test_inductor_compiled_retinanet_matches_eager_on_cuda(monkeypatch):
+    # full float32 (no TF32): in bf16 the two differ by rounding alone, yet that rounding grows
+    # through BatchNorm's backward (a difference of near-equal terms) to tens of percent in the
+    # first layer's gradient, which would hide a real error
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     eager = test_retinanet._model("focal").cuda().to(memory_format=torch.channels_last).train()
     compiled = compile_model(copy.deepcopy(eager), backend="inductor")
     images, targets = test_retinanet._batch()
     images = [im.cuda() for im in images]
     targets = [{k: v.cuda() for k, v in t.items()} for t in targets]
-    with torch.autocast("cuda", dtype=torch.bfloat16):
-        eager_losses = eager(images, targets)
-        compiled_losses = compiled(images, targets)
-    # the same bf16 arithmetic, fused differently: agreement to bf16 precision
-    torch.testing.assert_close(compiled_losses, eager_losses, rtol=2e-2, atol=1e-3)
+    eager_losses, compiled_losses = eager(images, targets), compiled(images, targets)
+    torch.testing.assert_close(compiled_losses, eager_losses, rtol=1e-4, atol=1e-6)
     sum(eager_losses.values()).backward()
     sum(compiled_losses.values()).backward()
-    for (name, p), q in zip(eager.named_parameters(), compiled.parameters(), strict=True):
-        if p.grad is not None:
-            rel = (q.grad - p.grad).norm() / p.grad.norm().clamp_min(1e-12)
-            assert rel < 5e-2, name
+    errors = {
+        name: ((q.grad - p.grad).norm() / p.grad.norm().clamp_min(1e-12)).item()
+        for (name, p), q in zip(eager.named_parameters(), compiled.parameters(), strict=True)
+        if p.grad is not None
+    }
+    worst = sorted(errors.items(), key=lambda kv: -kv[1])[:5]
+    assert worst[0][1] < 1e-3, worst
 
 
 def test_compiled_cuda_run(tmp_path):

@@ -69,6 +69,16 @@ def amp_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
+def _optimizer_stepped(scaler: torch.amp.GradScaler) -> bool:
+    """scaler.update(); False when fp16 loss scaling found inf/NaN gradients and skipped the step
+    (the scale then drops)."""
+    if not scaler.is_enabled():
+        return True
+    scale = scaler.get_scale()
+    scaler.update()
+    return scaler.get_scale() >= scale
+
+
 def save_checkpoint(path: Path, state: dict) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
@@ -202,8 +212,8 @@ def fit(
                 if not torch.isfinite(grad_norm) and not scaler.is_enabled():
                     raise Diverged(epoch + 1, step, "the gradient norm")
                 scaler.step(optimizer)  # with fp16 a scaler skips inf steps itself
-                scaler.update()
-                scheduler.step()
+                if _optimizer_stepped(scaler):  # the schedule follows the steps taken
+                    scheduler.step()
 
                 n_images += len(images)
                 sums["loss"] += loss.item()
