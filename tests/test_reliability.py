@@ -24,6 +24,7 @@ import torch
 from focalbench.config import compose
 from focalbench.engine.run import _interrupts_deferred, _raise_interrupt, run
 from focalbench.engine.train import _start_log
+from focalbench.pool import run_pool
 from focalbench.results.store import (
     CSV_COLUMNS,
     STATUSES,
@@ -32,7 +33,7 @@ from focalbench.results.store import (
     read_rows,
     run_lock,
 )
-from focalbench.sweep import expand_grid, make_plan, run_pool, run_sweep
+from focalbench.sweep import expand_grid, make_plan, run_sweep
 from tests.conftest import TINY  # noqa: E402
 
 SECRET = "sk-focalbench-reliability-secret-0123456789"

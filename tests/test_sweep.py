@@ -7,14 +7,8 @@ import threading
 import pytest
 
 from focalbench.errors import InputError
-from focalbench.sweep import (
-    check_gpus,
-    default_sweep_id,
-    expand_grid,
-    make_plan,
-    run_pool,
-    slot_envs,
-)
+from focalbench.pool import check_gpus, run_pool, slot_envs
+from focalbench.sweep import default_sweep_id, expand_grid, make_plan
 
 
 def test_grid_expands_like_hydra_multirun():
