@@ -11,8 +11,8 @@ import os
 import sys
 
 # Passive OpenMP waits, set before torch loads: when other processes share the cores (a sweep's
-# jobs, a busy
-# laptop) spinning threads slow a training step several-fold; idle cores cost nothing either way.
+# jobs, a busy laptop) spinning threads slow a training step several-fold; idle cores cost nothing
+# either way.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from pathlib import Path
 from typing import Annotated

@@ -2,10 +2,8 @@
 dataclasses once.
 
 Code below the entry points sees only `RunConfig`. Every range check lives in a `__post_init__` and
-raises
-`InputError` naming the option, the value and the valid choices. This module imports neither torch
-nor the
-registries, so the CLI can validate a config without paying for torch.
+raises `InputError` naming the option, the value and the valid choices. This module imports neither
+torch nor the registries, so the CLI can validate a config without paying for torch.
 """
 
 from __future__ import annotations
@@ -108,9 +106,8 @@ class ModelCfg:
 
 
 # The hyper-parameters each loss takes: the `params` of focalbench.losses' registry, repeated here
-# so this
-# module needs no torch (tests/test_config.py keeps the two equal). Only these enter the run id, so
-# `loss=bce,focal loss.gamma=1,2` runs bce once per seed, not once per gamma.
+# so this module needs no torch (tests/test_config.py keeps the two equal). Only these enter the
+# run id, so `loss=bce,focal loss.gamma=1,2` runs bce once per seed, not once per gamma.
 LOSS_PARAMS: dict[str, tuple[str, ...]] = {
     "focal": ("alpha", "gamma"),
     "softmax_focal": ("alpha", "gamma"),
@@ -157,8 +154,7 @@ class LossCfg:
 class MatcherCfg:
     name: str = "focal"
     # None: derived from the loss (see models/detr.py): gamma = the loss's gamma (QFL: beta; bce/ce:
-    # 0);
-    # alpha = the loss's alpha for focal/bce (bce: none), else 0.25
+    # 0); alpha = the loss's alpha for focal/bce (bce: none), else 0.25
     alpha: float | None = None
     gamma: float | None = None  # None: the loss's gamma
     weight_class: float = 2.0

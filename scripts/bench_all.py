@@ -1,8 +1,7 @@
 """Run every scripts/bench_*.py and write one report (results/bench.md, also printed).
 
 Each benchmark prints its own markdown table with ratios against an anchor measured in the same run,
-so the
-report stays meaningful on a loaded machine. `make bench` runs this.
+so the report stays meaningful on a loaded machine. `make bench` runs this.
 """
 
 from __future__ import annotations

@@ -1,9 +1,8 @@
 """Sweep overhead: spawn-to-first-step per job, and `--jobs 2` vs `--jobs 1` on the same 4-job grid.
 
 Anchors measured in the same run: the job's own training time (overhead = spawn to first step) and
-the
-sequential sweep (`--jobs 1`). Goals: overhead <= 5 s per job; `--jobs 2` not slower than sequential
-on 2 cores.
+the sequential sweep (`--jobs 1`). Goals: overhead <= 5 s per job; `--jobs 2` not slower than
+sequential on 2 cores.
 
     python scripts/bench_sweep.py
 """

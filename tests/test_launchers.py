@@ -1,6 +1,5 @@
 """Hydra launchers: the GPU-pool plugin is discovered and composes; the SLURM config composes; Hydra
-multirun
-through the pool runs real jobs."""
+multirun through the pool runs real jobs."""
 
 import csv
 import os

@@ -1,11 +1,9 @@
 """DataCfg -> (train, val) CocoDetection datasets, with the files they need made once and cached.
 
 The embedded dataset is synthesized on first use under <results_dir>/data/ (train and val from
-different seeds).
-A COCO file is cut to seeded subsets there too; without `val_ann`, train and val are disjoint
-subsets of `ann`.
-Concurrent jobs of a sweep share the cache: a file lock makes one of them write it while the others
-wait.
+different seeds). A COCO file is cut to seeded subsets there too; without `val_ann`, train and val
+are disjoint subsets of `ann`. Concurrent jobs of a sweep share the cache: a file lock makes one of
+them write it while the others wait.
 """
 
 from __future__ import annotations

@@ -14,8 +14,8 @@ def predict(
     """Detections in the original image coordinates of each image.
 
     The dataset resizes every image to image_size x image_size (aspect not kept), so boxes are
-    scaled back
-    by (w / S, h / S). Labels are contiguous indices; `cat_ids` maps them back to COCO category ids.
+    scaled back by (w / S, h / S). Labels are contiguous indices; `cat_ids` maps them back to COCO
+    category ids.
     """
     model.eval().to(device)
     results = []

@@ -1,15 +1,11 @@
 """torchvision RetinaNet with the classification loss chosen by name and a vectorized loss head.
 
 torchvision's head hard-codes sigmoid focal loss (alpha 0.25, gamma 2), loops over images and
-normalizes per image.
-`FocalRetinaNet` keeps torchvision's backbone, FPN, anchors, matcher (IoU 0.5/0.4 with low-quality
-matches) and
-NMS, and replaces `compute_loss` with one batched computation: any loss of `focalbench.losses`,
-alpha/gamma/beta
-from the config, and the positive-count normalization named in the config. Optionally the box branch
-is the
-GFL head: per side a distribution over reg_max + 1 distances (in stride units), trained with DFL +
-GIoU.
+normalizes per image. `FocalRetinaNet` keeps torchvision's backbone, FPN, anchors, matcher (IoU
+0.5/0.4 with low-quality matches) and NMS, and replaces `compute_loss` with one batched
+computation: any loss of `focalbench.losses`, alpha/gamma/beta from the config, and the
+positive-count normalization named in the config. Optionally the box branch is the GFL head: per
+side a distribution over reg_max + 1 distances (in stride units), trained with DFL + GIoU.
 """
 
 from __future__ import annotations
@@ -145,8 +141,7 @@ class FocalRetinaNet(RetinaNet):
             ((0.5, 1.0, 2.0),) * len(anchor_sizes),
         )
         num_anchors = anchor_generator.num_anchors_per_location()[0]
-        # softmax losses need an explicit background class, the last logit (as DETR's no-object
-        # class)
+        # softmax losses need an explicit background class: the last logit (DETR's no-object class)
         out_classes = num_classes + 1 if cls_loss.softmax else num_classes
         norm = partial(
             nn.GroupNorm, 32
@@ -187,8 +182,8 @@ class FocalRetinaNet(RetinaNet):
         self.loss_fn = cls_loss.spec.fn
         self.box_head = box_head
         # focalbench's datasets deliver image_size x image_size images: torchvision's resize would
-        # only
-        # interpolate them at scale 1.0 (a few % of a CPU step); normalization and batching stay.
+        # only interpolate them at scale 1.0 (a few % of a CPU step); normalization and batching
+        # stay.
         self.transform.resize = lambda image, target=None: (image, target)
         self.reg_max = reg_max
 

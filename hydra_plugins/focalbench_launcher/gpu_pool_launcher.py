@@ -2,15 +2,13 @@
 
 One fresh process per job (`python -m focalbench train OVERRIDES`), `jobs_per_gpu` jobs per GPU with
 CUDA_VISIBLE_DEVICES set, or `jobs` CPU jobs side by side; the next job starts when a slot frees.
-Hydra's joblib
-and submitit_local launchers reuse worker processes, so every job would see GPU 0.
+Hydra's joblib and submitit_local launchers reuse worker processes, so every job would see GPU 0.
 
     python -m focalbench.train -m loss=focal,bce hydra/launcher=gpu_pool hydra.launcher.gpus=[0,1]
 """
 
 # no `from __future__ import annotations`: Hydra scans this module in a way that breaks string
-# annotations
-# of dataclasses
+# annotations of dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path

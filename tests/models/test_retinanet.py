@@ -1,6 +1,6 @@
 """FocalRetinaNet: the vectorized loss head equals torchvision's stock loss where their semantics
-meet, every
-registered loss trains, and inference returns top-100 detections with scores in [0, 1]."""
+meet, every registered loss trains, and inference returns top-100 detections with scores in
+[0, 1]."""
 
 import pytest
 import torch
