@@ -62,6 +62,11 @@ def train(
     from focalbench.config import compose
     from focalbench.engine.run import run
 
+    for override in overrides or []:
+        if override.startswith("hparams_search="):
+            raise InputError(
+                f"{override} is a grid of runs; run it with `focalbench sweep {override}`"
+            )
     cfg = compose(overrides or [])
     try:
         result = run(cfg, force=force, console=out)

@@ -377,6 +377,29 @@ def check_group_overrides(overrides: list[str]) -> None:
                 raise InputError(f"unknown {key} {name.strip()!r}; choose from {choices}")
 
 
+def search_grid(name: str) -> list[str]:
+    """The grid lines (`key=v1,v2`) of conf/hparams_search/NAME.yaml: its hydra.sweeper.params, the
+    same ones Hydra's own multirun (`-m hparams_search=NAME`) reads."""
+    import yaml
+
+    choices = group_options("hparams_search")
+    if name not in choices:
+        raise InputError(f"unknown hparams_search {name!r}; choose from {choices}")
+    text = (resources.files(CONFIG_MODULE) / "hparams_search" / f"{name}.yaml").read_text()
+    params = yaml.safe_load(text)["hydra"]["sweeper"]["params"]
+
+    def spell(value: Any) -> str:  # back to override syntax: null, true, 0.5, focal,bce
+        return (
+            "null"
+            if value is None
+            else str(value).lower()
+            if isinstance(value, bool)
+            else str(value)
+        )
+
+    return [f"{key}={spell(value)}" for key, value in params.items()]
+
+
 def compose_dict(overrides: list[str] | tuple[str, ...] = ()) -> Any:
     """Compose conf/config.yaml with Hydra overrides; returns the DictConfig."""
     from hydra import compose, initialize_config_module

@@ -131,6 +131,9 @@ def _stop(procs: list, grace_s: float = 60.0) -> None:
 
 
 def job_command(overrides: Sequence[str], extra: Sequence[str] = ()) -> list[str]:
+    """`python -m focalbench train` for one job. A job's `hparams_search=NAME` is dropped: the
+    sweeper that made the job list has expanded that grid already."""
+    overrides = [o for o in overrides if not o.startswith("hparams_search=")]
     return [sys.executable, "-m", "focalbench", "train", *overrides, *extra]
 
 

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from focalbench.config import RunConfig, compose
+from focalbench.config import RunConfig, compose, search_grid
 from focalbench.errors import InputError
 from focalbench.pool import check_gpus, job_command, popen_job, run_pool, slot_envs
 from focalbench.results.store import (
@@ -61,14 +61,27 @@ class Plan:
         return sorted((j for j in self.jobs if j.state == PENDING), key=lambda j: j.elsewhere)
 
 
+def with_search_grid(overrides: Sequence[str]) -> list[str]:
+    """`hparams_search=NAME` -> the grid lines of that ready-made grid, then the other overrides; an
+    override given by the user replaces the grid line of the same key (as in Hydra's multirun)."""
+    names = [o.partition("=")[2] for o in overrides if o.startswith("hparams_search=")]
+    rest = [o for o in overrides if not o.startswith("hparams_search=")]
+    if not names:
+        return rest
+    given = {o.lstrip("+~").partition("=")[0] for o in rest}
+    grid = [line for line in search_grid(names[-1]) if line.partition("=")[0] not in given]
+    return grid + rest
+
+
 def expand_grid(overrides: Sequence[str]) -> list[list[str]]:
-    """Hydra's multirun grammar -> the per-job override lists (`a=1,2 b=range(0,3)` -> 6 jobs)."""
+    """Hydra's multirun grammar -> the per-job override lists (`a=1,2 b=range(0,3)` -> 6 jobs), with
+    `hparams_search=NAME` expanded to its grid."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
     try:
-        parsed = OverridesParser.create().parse_overrides(list(overrides))
+        parsed = OverridesParser.create().parse_overrides(with_search_grid(overrides))
     except HydraException as exc:
         raise InputError(f"cannot parse overrides: {str(exc).splitlines()[0]}") from exc
     (batch,) = BasicSweeper.split_arguments(parsed, max_batch_size=None)

@@ -147,6 +147,8 @@ def _case_args(case: str, coco: dict, tmp_path: Path) -> list[str]:
         "target_at_top": ["train", "+_target_=os.system"],
         "device_cuda": ["train", *TINY, "train.device=cuda"],
         "compile_backend": ["train", *TINY, "train.compile=true", "train.compile_backend=trt"],
+        "grid_in_train": ["train", "hparams_search=losses"],
+        "grid_unknown": ["sweep", "hparams_search=nope", "--dry-run"],
     }
     return cases[case]
 
@@ -207,6 +209,8 @@ CATALOGUE = [
     ("target_at_top", "unknown option '_target_'; valid top-level options: ["),
     ("device_cuda", "train.device=cuda but CUDA is not available here; choose from"),
     ("compile_backend", "train.compile_backend='trt' is not valid; choose from ['aot_eager', 'in"),
+    ("grid_in_train", "hparams_search=losses is a grid of runs; run it with `focalbench sweep hpa"),
+    ("grid_unknown", "unknown hparams_search 'nope'; choose from ['detr_matchers', 'focal_alpha"),
 ]
 
 

@@ -77,6 +77,7 @@ def test_hydra_multirun_through_the_pool(tmp_path):
         "focalbench.train",
         "-m",
         "experiment=smoke",
+        "hparams_search=losses",  # a ready-made grid, its loss line replaced by the next override
         "loss=focal,bce",
         "data.train_images=8",
         "data.val_images=4",

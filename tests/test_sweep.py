@@ -6,6 +6,7 @@ import threading
 
 import pytest
 
+from focalbench.config import group_options
 from focalbench.errors import InputError
 from focalbench.pool import check_gpus, run_pool, slot_envs
 from focalbench.sweep import default_sweep_id, expand_grid, make_plan
@@ -15,6 +16,43 @@ def test_grid_expands_like_hydra_multirun():
     grid = expand_grid(["loss=focal,qfl", "loss.gamma=0,0.5,1,2", "seed=range(0,3)"])
     assert len(grid) == 2 * 4 * 3
     assert ["loss=focal", "loss.gamma=0", "seed=0"] in grid
+
+
+def test_a_ready_made_grid_expands_to_its_runs():
+    jobs = expand_grid(["hparams_search=focal_alpha_gamma"])
+    assert all(job[0] == "loss=focal" for job in jobs)
+    pairs = {(job[1], job[2]) for job in jobs}
+    alphas = ["loss.alpha=0.25", "loss.alpha=0.5", "loss.alpha=0.75", "loss.alpha=null"]
+    gammas = [f"loss.gamma={g}" for g in ("0", "0.5", "1", "2", "5")]
+    assert len(jobs) == 20 and pairs == {(a, g) for a in alphas for g in gammas}
+    # the user's own override of a grid key replaces that grid line; other overrides multiply
+    jobs = expand_grid(["hparams_search=focal_alpha_gamma", "loss.gamma=2", "seed=0,1"])
+    assert len(jobs) == 4 * 2 and {job[2] for job in jobs} == {"loss.gamma=2"}
+
+
+def test_hydra_multirun_reads_the_same_grid():
+    from hydra import compose, initialize_config_module
+
+    from focalbench.config import CONFIG_MODULE, search_grid
+
+    with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
+        cfg = compose("config", ["hparams_search=losses"], return_hydra_config=True)
+    params = {k: str(v) for k, v in cfg.hydra.sweeper.params.items()}
+    assert [f"{k}={v}" for k, v in params.items()] == search_grid("losses")
+    assert params == {"loss": "bce,focal,softmax_focal,ce,qfl,vfl"}
+
+
+def test_every_ready_made_grid_plans_distinct_runs():
+    sizes = {"focal_alpha_gamma": 20, "losses": 6, "detr_matchers": 4}
+    assert sorted(sizes) == group_options("hparams_search")
+    for name, size in sizes.items():
+        plan = make_plan([f"hparams_search={name}", "experiment=smoke"])
+        assert len({job.run_id for job in plan.jobs}) == size, name
+
+
+def test_unknown_ready_made_grid():
+    with pytest.raises(InputError, match=r"unknown hparams_search 'nope'; choose from \['detr"):
+        expand_grid(["hparams_search=nope"])
 
 
 def test_plan_ids_and_states(tmp_path):
