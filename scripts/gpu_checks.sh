@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The CUDA checks and GPU benchmarks, in one go, for a machine with an NVIDIA GPU:
-#   scripts/gpu_checks.sh [OUT_DIR] [STEP ...]     (default: results/gpu, every step)
+#   scripts/gpu_checks.sh [OUT_DIR] [STEP ...]
+# OUT_DIR defaults to results/gpu; the default steps are the STEPS list below, and `profile`,
+# `bench_train_step_b16` and `full_tests` (needs pytest-xdist) run when named.
 # Each step runs under its own time limit, logs to OUT_DIR/STEP.log and prints its tail; a failing
 # step does not stop the others. Run it with the project installed (`make install`).
 set -u
@@ -31,7 +33,8 @@ step bench_losses 120 "$PY" scripts/bench_losses.py --devices cuda --reps 20
 step bench_matching 120 "$PY" scripts/bench_matching.py --device cuda --reps 10
 step profile 120 "$PY" scripts/bench_train_step.py --device cuda --profile
 step bench_train_step 240 "$PY" scripts/bench_train_step.py --device cuda --reps 20
-# the demo's RetinaNet run (320 images, 4 epochs, 128 px), eager and compiled: imgs_per_s in runs.csv
+# experiment=demo's RetinaNet run (320 images, 8 epochs, 160 px), eager and compiled: imgs_per_s in
+# runs.csv
 step demo_eager 180 "$PY" -m focalbench train experiment=demo train.device=cuda \
   "results_dir=$RUNS/eager" train.progress=false
 step demo_compiled 300 "$PY" -m focalbench train experiment=demo train.device=cuda \
