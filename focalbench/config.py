@@ -203,6 +203,11 @@ class DataCfg:
 COMPILE_BACKENDS = ("inductor", "aot_eager")
 
 
+# train options that decide how a run executes, not what it computes: left out of the run id
+EXECUTION_OPTIONS = ("device", "threads", "num_workers", "eval_batch_size", "progress", "compile",
+                     "compile_backend")  # fmt: skip
+
+
 @dataclass(frozen=True)
 class TrainCfg:
     epochs: int = 12
@@ -266,15 +271,7 @@ class RunConfig:
         compilation and progress settings are left out, so moving a results folder or switching
         W&B or torch.compile on keeps the id."""
         train = dataclasses.asdict(self.train)
-        for key in (
-            "device",
-            "threads",
-            "num_workers",
-            "eval_batch_size",
-            "progress",
-            "compile",
-            "compile_backend",
-        ):
+        for key in EXECUTION_OPTIONS:
             train.pop(key)
         science = {
             "model": dataclasses.asdict(self.model),
@@ -387,17 +384,16 @@ def search_grid(name: str) -> list[str]:
         raise InputError(f"unknown hparams_search {name!r}; choose from {choices}")
     text = (resources.files(CONFIG_MODULE) / "hparams_search" / f"{name}.yaml").read_text()
     params = yaml.safe_load(text)["hydra"]["sweeper"]["params"]
+    return [f"{key}={_override_value(value)}" for key, value in params.items()]
 
-    def spell(value: Any) -> str:  # back to override syntax: null, true, 0.5, focal,bce
-        return (
-            "null"
-            if value is None
-            else str(value).lower()
-            if isinstance(value, bool)
-            else str(value)
-        )
 
-    return [f"{key}={spell(value)}" for key, value in params.items()]
+def _override_value(value: Any) -> str:
+    """A YAML scalar back in override syntax: null, true, 0.5, focal,bce."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
 
 
 def compose_dict(overrides: list[str] | tuple[str, ...] = ()) -> Any:
