@@ -3,7 +3,8 @@ dataclasses once.
 
 Code below the entry points sees only `RunConfig`. Every range check lives in a `__post_init__` and
 raises `InputError` naming the option, the value and the valid choices. This module imports neither
-torch nor the registries, so the CLI can validate a config without paying for torch.
+torch nor the registries (of the losses only their torch-free table, focalbench.losses.params), so
+the CLI can validate a config without paying for torch.
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
 from focalbench.errors import InputError
+from focalbench.losses.params import LOSS_TABLE
 
 CONFIG_MODULE = "focalbench.conf"
 GROUPS = ("model", "loss", "matcher", "data", "train", "logger", "experiment", "hparams_search")
@@ -42,20 +45,106 @@ def _check_range(
         raise InputError(f"{option}={value!r} is out of range; expected a value in {span}")
 
 
+NORMS = ("auto", "bn", "frozen_bn")
+# a torchvision weights name as torchvision spells it (IMAGENET1K_V1, DEFAULT); anything else but
+# `synthetic` is a file path
+_TORCHVISION_WEIGHTS = re.compile(r"[A-Z][A-Z0-9_]*")
+
+
+def weights_kind(weights: str | None) -> str:
+    """What model.weights names, as the run id records it: "scratch" (None), "synthetic",
+    "torchvision:<NAME>", or "file" (a path: where a file lies is not science, so the path is left
+    out of the run id like every other path)."""
+    if weights is None:
+        return "scratch"
+    if weights == "synthetic":
+        return "synthetic"
+    if _TORCHVISION_WEIGHTS.fullmatch(weights):
+        return f"torchvision:{weights}"
+    return "file"
+
+
 @dataclass(frozen=True)
 class ModelCfg:
-    name: str = "retinanet"
+    """What every detector has; RetinaNetCfg and DetrCfg add their own fields (MODEL_CFGS)."""
+
+    name: str
     backbone: str = "resnet18"
-    weights_path: str | None = None
-    # RetinaNet
+    # None: from scratch; a torchvision weights name (IMAGENET1K_V1, DEFAULT); a local file of a
+    # torchvision ResNet state dict; or `synthetic` (see weights_kind, models/weights.py)
+    weights: str | None = None
+    # BatchNorm of the backbone: bn (trained, right from scratch) | frozen_bn (torchvision's
+    # FrozenBatchNorm2d: the loaded statistics stay, right for pretrained weights at small batches)
+    # | auto: bn from scratch, frozen_bn with any weights
+    norm: str = "auto"
+    detections_per_img: int = 100
+
+    def __post_init__(self) -> None:
+        own = [name for name, cls in MODEL_CFGS.items() if cls is type(self)]
+        _check_choice("model.name", self.name, own or sorted(MODEL_CFGS))
+        _check_choice("model.backbone", self.backbone, ("resnet18", "resnet50"))
+        if self.weights is not None and not (isinstance(self.weights, str) and self.weights):
+            raise InputError(
+                f"model.weights={self.weights!r} must be null, a torchvision weights name such as "
+                "IMAGENET1K_V1, a file path, or synthetic"
+            )
+        _check_choice("model.norm", self.norm, NORMS)
+        _check_range("model.detections_per_img", self.detections_per_img, 1)
+
+    @property
+    def weights_kind(self) -> str:
+        return weights_kind(self.weights)
+
+    @property
+    def norm_layer(self) -> str:
+        """model.norm with auto resolved: bn | frozen_bn."""
+        if self.norm != "auto":
+            return self.norm
+        return "bn" if self.weights is None else "frozen_bn"
+
+    def science(self) -> dict[str, Any]:
+        """The fields that decide the numbers. weights (its kind) and norm enter only where they
+        differ from what the first schema, which had neither, always did (from scratch, BatchNorm),
+        so that those run ids keep their shape."""
+        science = dataclasses.asdict(self)
+        del science["weights"], science["norm"]
+        if self.weights_kind != "scratch":
+            science["weights"] = self.weights_kind
+        if self.norm_layer != "bn":
+            science["norm"] = self.norm_layer
+        return science
+
+
+@dataclass(frozen=True)
+class RetinaNetCfg(ModelCfg):
+    name: str = "retinanet"
     box_head: str = "l1"
     reg_max: int = 8
     fpn_channels: int = 256  # FPN and head width (torchvision: 256); 128 trains ~3x faster on a CPU
     head_convs: int = 4  # convs per head branch before the predictor (torchvision: 4)
     anchor_sizes: tuple[int, ...] = (16, 32, 64, 128, 256)
     score_thresh: float = 0.01
-    detections_per_img: int = 100
-    # small DETR
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_choice("model.box_head", self.box_head, ("l1", "dfl"))
+        _check_range("model.reg_max", self.reg_max, 1)
+        if self.fpn_channels < 32 or self.fpn_channels % 32:
+            raise InputError(
+                f"model.fpn_channels={self.fpn_channels} must be a positive multiple of 32 "
+                "(the heads' GroupNorm has 32 groups)"
+            )
+        _check_range("model.head_convs", self.head_convs, 0, 4)
+        _check_range("model.score_thresh", self.score_thresh, 0.0, 1.0)
+        if len(self.anchor_sizes) != 5 or min(self.anchor_sizes) < 1:
+            raise InputError(
+                f"model.anchor_sizes={list(self.anchor_sizes)} must be 5 positive sizes (P3..P7)"
+            )
+
+
+@dataclass(frozen=True)
+class DetrCfg(ModelCfg):
+    name: str = "detr"
     d_model: int = 128
     nheads: int = 8
     enc_layers: int = 2
@@ -70,30 +159,9 @@ class ModelCfg:
     weight_giou: float = 2.0
 
     def __post_init__(self) -> None:
-        _check_choice("model.name", self.name, group_options("model") or ["retinanet", "detr"])
-        _check_choice("model.backbone", self.backbone, ("resnet18", "resnet50"))
-        _check_choice("model.box_head", self.box_head, ("l1", "dfl"))
-        _check_range("model.reg_max", self.reg_max, 1)
-        if self.fpn_channels < 32 or self.fpn_channels % 32:
-            raise InputError(
-                f"model.fpn_channels={self.fpn_channels} must be a positive multiple of 32 "
-                "(the heads' GroupNorm has 32 groups)"
-            )
-        _check_range("model.head_convs", self.head_convs, 0, 4)
-        _check_range("model.score_thresh", self.score_thresh, 0.0, 1.0)
-        _check_range("model.detections_per_img", self.detections_per_img, 1)
-        if len(self.anchor_sizes) != 5 or min(self.anchor_sizes) < 1:
-            raise InputError(
-                f"model.anchor_sizes={list(self.anchor_sizes)} must be 5 positive sizes (P3..P7)"
-            )
-        for name in (
-            "d_model",
-            "nheads",
-            "enc_layers",
-            "dec_layers",
-            "dim_feedforward",
-            "num_queries",
-        ):
+        super().__post_init__()
+        for name in ("d_model", "nheads", "enc_layers", "dec_layers", "dim_feedforward",
+                     "num_queries"):  # fmt: skip
             _check_range(f"model.{name}", getattr(self, name), 1)
         if self.d_model % self.nheads:
             raise InputError(
@@ -105,16 +173,41 @@ class ModelCfg:
             _check_range(f"model.{name}", getattr(self, name), 0.0)
 
 
-# The hyper-parameters each loss takes: the `params` of focalbench.losses' registry, repeated here
-# so this module needs no torch (tests/test_config.py keeps the two equal). Only these enter the
-# run id, so `loss=bce,focal loss.gamma=1,2` runs bce once per seed, not once per gamma.
+# model.name -> its dataclass; conf/model/<name>.yaml gives its fields
+MODEL_CFGS: dict[str, type[ModelCfg]] = {"retinanet": RetinaNetCfg, "detr": DetrCfg}
+
+# The first schema had one flat ModelCfg with the fields of both models (and weights_path, which the
+# run id left out), so its run ids hashed the other model's fields at these defaults.
+# RunConfig.run_ids recomputes those ids, so that rows and run folders written then still count
+# (tests/test_config.py pins ids computed by that code). Frozen here: never edit these values.
+_LEGACY_MODEL_DEFAULTS: dict[str, Any] = {
+    "name": "retinanet", "backbone": "resnet18", "box_head": "l1", "reg_max": 8,
+    "fpn_channels": 256, "head_convs": 4, "anchor_sizes": (16, 32, 64, 128, 256),
+    "score_thresh": 0.01, "detections_per_img": 100, "d_model": 128, "nheads": 8, "enc_layers": 2,
+    "dec_layers": 2, "dim_feedforward": 512, "num_queries": 50, "dropout": 0.0, "aux_loss": True,
+    "noobj_weight": 0.1, "weight_class": 2.0, "weight_bbox": 5.0, "weight_giou": 2.0,
+}  # fmt: skip
+
+
+def _legacy_model_science(model: ModelCfg) -> dict[str, Any] | None:
+    """The model part of the first schema's science dict, or None where that schema could not
+    express this config (it knew only from-scratch or local-file weights, always with BatchNorm)."""
+    if model.weights_kind not in ("scratch", "file") or model.norm_layer != "bn":
+        return None
+    science = dict(_LEGACY_MODEL_DEFAULTS)
+    for f in dataclasses.fields(model):
+        if f.name not in ("weights", "norm"):
+            science[f.name] = getattr(model, f.name)
+    return science
+
+
+# The hyper-parameters each loss takes, from the loss table the registry reads (torch-free). Only
+# these enter the run id, so `loss=bce,focal loss.gamma=1,2` runs bce once per seed, not once per
+# gamma. The box loss (dfl) has no config group.
 LOSS_PARAMS: dict[str, tuple[str, ...]] = {
-    "focal": ("alpha", "gamma"),
-    "softmax_focal": ("alpha", "gamma"),
-    "bce": (),
-    "ce": (),
-    "qfl": ("beta",),
-    "vfl": ("alpha", "gamma"),
+    name: tuple(p for p in info.params if p in ("alpha", "gamma", "beta"))
+    for name, info in LOSS_TABLE.items()
+    if info.kind != "box"
 }
 
 
@@ -255,7 +348,7 @@ class WandbCfg:
 
 @dataclass(frozen=True)
 class RunConfig:
-    model: ModelCfg = field(default_factory=ModelCfg)
+    model: ModelCfg = field(default_factory=RetinaNetCfg)  # a RetinaNetCfg or a DetrCfg
     loss: LossCfg = field(default_factory=LossCfg)
     matcher: MatcherCfg = field(default_factory=MatcherCfg)
     data: DataCfg = field(default_factory=DataCfg)
@@ -270,11 +363,14 @@ class RunConfig:
         """The config that decides the numbers: what the run id hashes. Paths, logging, device,
         compilation and progress settings are left out, so moving a results folder or switching
         W&B or torch.compile on keeps the id."""
+        return self._science(self.model.science())
+
+    def _science(self, model: dict[str, Any]) -> dict[str, Any]:
         train = dataclasses.asdict(self.train)
         for key in EXECUTION_OPTIONS:
             train.pop(key)
         science = {
-            "model": dataclasses.asdict(self.model),
+            "model": model,
             "loss": {
                 "name": self.loss.name,
                 "normalization": self.loss.normalization,
@@ -284,9 +380,6 @@ class RunConfig:
             "train": train,
             "seed": self.seed,
         }
-        science["model"].pop(
-            "weights_path"
-        )  # a path; the file's content is what matters, not its place
         if self.model.name == "detr":
             science["matcher"] = dataclasses.asdict(self.matcher)
         return science
@@ -295,11 +388,30 @@ class RunConfig:
     def run_id(self) -> str:
         return run_id(self.science())
 
+    @property
+    def run_ids(self) -> tuple[str, ...]:
+        """Every id this config's rows and run folders may carry: the run id first, then the id the
+        first schema gave it (see _LEGACY_MODEL_DEFAULTS), where that schema could express it."""
+        legacy = _legacy_model_science(self.model)
+        if legacy is None:
+            return (self.run_id,)
+        return (self.run_id, run_id(self._science(legacy)))
+
+    @property
+    def config_id(self) -> str:
+        """What the leaderboard groups by: the run id's hash without the seed."""
+        return config_id(self.science())
+
 
 def run_id(science: dict[str, Any]) -> str:
     """A short stable hash of the science config (sorted JSON, sha1, 10 hex digits)."""
     blob = json.dumps(science, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha1(blob.encode()).hexdigest()[:10]
+
+
+def config_id(science: dict[str, Any]) -> str:
+    """run_id of the science config with the seed left out: the seeds of one config share it."""
+    return run_id({k: v for k, v in science.items() if k != "seed"})
 
 
 def _build(cls: type, section: Any, option: str) -> Any:
@@ -311,9 +423,32 @@ def _build(cls: type, section: Any, option: str) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(section) - names)
     if unknown:
-        raise InputError(f"unknown option {option}.{unknown[0]}; valid options: {sorted(names)}")
+        prefix, _, which = option.partition(" ")  # "model (model=detr)": name the model too
+        where = f" for {which.strip('()')}" if which else ""
+        raise InputError(
+            f"unknown option {prefix}.{unknown[0]}; valid {prefix} options{where}: {sorted(names)}"
+        )
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in section.items()}
     return cls(**values)
+
+
+def _build_model(section: Any) -> ModelCfg:
+    """The dataclass of the model section's name (MODEL_CFGS), built from the section."""
+    name = section.get("name", "retinanet") if isinstance(section, dict) else "retinanet"
+    if name not in MODEL_CFGS:
+        raise InputError(f"unknown model {name!r}; choose from {sorted(MODEL_CFGS)}")
+    if isinstance(section, dict) and "weights_path" in section:
+        section = _from_first_schema(section, MODEL_CFGS[name])
+    return _build(MODEL_CFGS[name], section, f"model (model={name})")
+
+
+def _from_first_schema(section: dict[str, Any], cls: type[ModelCfg]) -> dict[str, Any]:
+    """A model section of the first schema (a config.yaml written before RetinaNetCfg/DetrCfg; its
+    weights_path key marks it) in today's terms: weights_path becomes weights, with the BatchNorm
+    that schema always trained, and the other model's fields, which changed nothing, are dropped."""
+    own = {f.name for f in dataclasses.fields(cls)}
+    today = {k: v for k, v in section.items() if k in own}
+    return {**today, "weights": section["weights_path"], "norm": "bn"}
 
 
 def from_container(cfg: dict[str, Any]) -> RunConfig:
@@ -329,7 +464,7 @@ def from_container(cfg: dict[str, Any]) -> RunConfig:
     if not isinstance(seed, int) or seed < 0:
         raise InputError(f"seed={seed!r} must be a non-negative integer")
     return RunConfig(
-        model=_build(ModelCfg, cfg.get("model"), "model"),
+        model=_build_model(cfg.get("model")),
         loss=_build(LossCfg, cfg.get("loss"), "loss"),
         matcher=_build(MatcherCfg, cfg.get("matcher"), "matcher"),
         data=_build(DataCfg, cfg.get("data"), "data"),
@@ -405,16 +540,38 @@ def compose_dict(overrides: list[str] | tuple[str, ...] = ()) -> Any:
 
     overrides = list(overrides)
     check_group_overrides(overrides)
+    errors = (HydraException, OmegaConfBaseException)
     GlobalHydra.instance().clear()
-    try:
-        with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
+    with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
+        try:
             return compose("config", overrides=overrides)
-    except (HydraException, OmegaConfBaseException) as exc:
-        raise InputError(_explain(exc)) from exc
+        except errors as exc:
+            error = exc
+        # `model.d_model=64` with model=retinanet, `loss.gamma=1` with loss=qfl: the valid options
+        # are the keys of the group option chosen, which the composition without the failing
+        # override tells
+        key = _unknown_key(error)
+        rest = [o for o in overrides if o.lstrip("+~").partition("=")[0] != key]
+        try:
+            section = compose("config", overrides=rest).get(key.partition(".")[0]) if key else None
+        except errors:
+            section = None
+    if not hasattr(section, "keys") or "." not in key:
+        raise InputError(_explain(error)) from error
+    group = key.partition(".")[0]
+    chosen = f" for {group}={section['name']}" if "name" in section else ""
+    raise InputError(
+        f"unknown option {key}; valid {group} options{chosen}: {sorted(section.keys())}"
+    ) from error
+
+
+def _unknown_key(exc: BaseException) -> str:
+    """The key of Hydra's "Could not override 'KEY'", or ""."""
+    line = _first_line(exc)
+    return line.split("'")[1] if line.startswith("Could not override '") else ""
 
 
 _SECTIONS = {
-    "model": ModelCfg,
     "loss": LossCfg,
     "matcher": MatcherCfg,
     "data": DataCfg,
@@ -425,9 +582,12 @@ _SECTIONS = {
 def _explain(exc: BaseException) -> str:
     """One line for a Hydra/OmegaConf error, naming the option and, where known, the valid ones."""
     line = _first_line(exc)
-    if line.startswith("Could not override '"):
-        key = line.split("'")[1]
+    key = _unknown_key(exc)
+    if key:
         section, _, name = key.partition(".")
+        if section == "model":  # of any model (compose_dict names the chosen model's where it can)
+            valid = sorted({f.name for cls in MODEL_CFGS.values() for f in dataclasses.fields(cls)})
+            return f"unknown option {key}; valid model options: {valid}"
         if section in _SECTIONS:
             valid = sorted(f.name for f in dataclasses.fields(_SECTIONS[section]))
             return f"unknown option {key}; valid {section} options: {valid}"

@@ -2,7 +2,7 @@
 work).
 
 The task function is module-level so that launchers can pickle it. It does what `focalbench train`
-does.
+does, without --force: a config that already has an ok row is skipped.
 """
 
 from __future__ import annotations
@@ -23,9 +23,8 @@ def main(cfg: DictConfig) -> float | None:
     from focalbench.config import from_dictconfig
     from focalbench.engine.run import run
 
-    force = bool(cfg.get("force", False)) if "force" in cfg else False
     try:
-        result = run(from_dictconfig(cfg), force=force)
+        result = run(from_dictconfig(cfg))
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -22,8 +22,9 @@ import pytest
 import torch
 
 from focalbench.config import compose
-from focalbench.engine.run import _interrupts_deferred, _raise_interrupt, run
-from focalbench.engine.train import _start_log
+from focalbench.engine.record import interrupts_deferred
+from focalbench.engine.run import run
+from focalbench.engine.train import start_log
 from focalbench.pool import run_pool
 from focalbench.results.store import (
     CSV_COLUMNS,
@@ -34,6 +35,7 @@ from focalbench.results.store import (
     run_lock,
 )
 from focalbench.sweep import expand_grid, make_plan, run_sweep
+from focalbench.utils import sigterm_as_interrupt
 from tests.conftest import TINY  # noqa: E402
 
 SECRET = "sk-focalbench-reliability-secret-0123456789"
@@ -144,27 +146,61 @@ def test_a_second_attempt_waits_for_the_run_lock_then_skips(tmp_path, monkeypatc
     assert len(read_rows(Path(cfg.results_dir) / "runs.csv")) == 1
 
 
+def test_an_ok_row_under_the_first_schemas_id_means_done(tmp_path):
+    """Rows written before RetinaNetCfg/DetrCfg carry the config's old id (RunConfig.run_ids)."""
+    cfg = compose([*TINY, f"results_dir={tmp_path}"])
+    old_id = cfg.run_ids[1]
+    append_row(tmp_path / "runs.csv", {"run_id": old_id, "status": "ok"})
+    assert run(cfg).status == "skipped"
+    assert not (tmp_path / "runs" / cfg.run_id).exists()  # nothing started
+
+
+def test_a_checkpoint_under_the_first_schemas_id_is_resumed(tmp_path):
+    """An attempt interrupted before the upgrade: its folder and checkpoint carry the old id. The
+    rerun resumes it (and its train_log) into the folder of today's id."""
+    cfg = compose([*TINY, f"results_dir={tmp_path}", "train.progress=false"])
+    first = run(cfg)
+    assert first.status == "ok", first.error
+    # make it the first schema's attempt, cut short after its last epoch's checkpoint
+    (tmp_path / "runs.csv").unlink()
+    old_id = cfg.run_ids[1]
+    old_dir = tmp_path / "runs" / old_id
+    first.run_dir.rename(old_dir)
+    state = torch.load(old_dir / "checkpoint.pt", weights_only=True)
+    torch.save({**state, "run_id": old_id}, old_dir / "checkpoint.pt")
+
+    second = run(cfg)
+    assert second.status == "ok", second.error
+    assert second.metrics["resumed_from_epoch"] == cfg.train.epochs  # nothing trained again
+    log = (second.run_dir / "train_log.csv").read_text().splitlines()
+    assert log == (old_dir / "train_log.csv").read_text().splitlines() and len(log) == 2
+    assert torch.load(old_dir / "checkpoint.pt", weights_only=True)["run_id"] == old_id  # read only
+
+
 def test_a_stop_signal_is_not_cut_short_by_its_repeats():
     """A dying sweep sends PR_SET_PDEATHSIG once per thread: the first SIGTERM stops the run, the
     repeats are ignored; Ctrl-C/SIGTERM during the recording of an attempt wait until it is
     written."""
     before = signal.getsignal(signal.SIGTERM)
-    try:
+    with sigterm_as_interrupt():  # as run() holds it
         with pytest.raises(KeyboardInterrupt):
-            _raise_interrupt(signal.SIGTERM, None)
-        assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
-        signal.signal(signal.SIGTERM, _raise_interrupt)
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN  # a repeat now does nothing
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)
+    assert signal.getsignal(signal.SIGTERM) == before
+    with sigterm_as_interrupt():
         written = []
         with pytest.raises(KeyboardInterrupt):
-            with _interrupts_deferred():
+            with interrupts_deferred():
                 os.kill(os.getpid(), signal.SIGINT)
                 os.kill(os.getpid(), signal.SIGTERM)
                 time.sleep(0.05)  # time enough for a handler to run, were it not deferred
                 written.append("row")
             time.sleep(1)  # the redelivered signal interrupts here
         assert written == ["row"]
-    finally:
-        signal.signal(signal.SIGTERM, before)
+    assert signal.getsignal(signal.SIGTERM) == before
 
 
 def test_resumed_train_log_keeps_only_the_checkpointed_epochs(tmp_path):
@@ -172,9 +208,9 @@ def test_resumed_train_log_keeps_only_the_checkpointed_epochs(tmp_path):
     log.write_text(
         "epoch,loss\n1,0.9\n2,0.8\n3,0.7\n"
     )  # killed after logging epoch 3, before saving it
-    _start_log(log, 2)
+    start_log(log, 2)
     assert log.read_text().splitlines() == ["epoch,loss", "1,0.9", "2,0.8"]
-    _start_log(log, 0)  # from scratch: a fresh log
+    start_log(log, 0)  # from scratch: a fresh log
     assert not log.exists()
 
 

@@ -1,7 +1,7 @@
 """Datasets: the embedded synthetic shapes and real COCO, both read by one COCO-json loader.
 
-Public API (stable, see DESIGN.md): synthesize, subset_coco, check_coco, CheckReport,
-load_coco_json, CocoDetection, collate, SYNTH_CATEGORIES.
+Public API (stable: the CLI, scripts and tests use these names): synthesize, subset_coco,
+check_coco, CheckReport, load_coco_json, CocoDetection, collate, SYNTH_CATEGORIES.
 """
 
 from focalbench.data.coco import CheckReport, check_coco, load_coco_json, subset_coco

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from focalbench.errors import InputError
+from focalbench.utils import atomic_write_text
 
 MAX_EXAMPLES = 3
 # COCO boxes are floats taken from polygon extremes; overhanging the image by less than a pixel is
@@ -331,8 +331,6 @@ def subset_coco(
     }
     path = _subset_out_path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    # Write then rename, so a reader never sees a half-written json.
-    tmp.write_text(json.dumps(result, separators=(",", ":")))
-    os.replace(tmp, path)
+    # written then renamed, so a reader never sees a half-written json
+    atomic_write_text(path, json.dumps(result, separators=(",", ":")))
     return path

@@ -26,7 +26,10 @@ VAL_SEED_OFFSET = (
 
 
 def _cached(folder: Path, make) -> Path:
-    """Run make(tmp_folder) once per folder, atomically (tmp + rename), under a lock."""
+    """Run make(tmp_folder) once per folder, atomically (tmp + rename), under a lock.
+
+    A folder, so not utils.atomic_write: that one writes one file and unlinks it on failure, which
+    a folder cannot be. The DONE marker, written last, tells a finished folder from a cut one."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(folder) + ".lock"):
         if not (folder / "DONE").is_file():

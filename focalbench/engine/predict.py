@@ -1,10 +1,17 @@
 """Inference on the validation set -> a COCO results list (image_id, category_id, bbox xywh,
-score)."""
+score), and `evaluate`: those detections written to the run folder and scored (mAP + calibration).
+"""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 import torch
 from torch import nn
+
+from focalbench.results.store import atomic_write_text
 
 
 @torch.inference_mode()
@@ -41,3 +48,16 @@ def predict(
                     }
                 )
     return results
+
+
+def evaluate(
+    model: nn.Module, loader, val_ds, image_size: int, device: torch.device, run_dir: Path
+) -> dict[str, Any]:
+    """predict() on the validation loader -> run_dir/detections.json, then COCO mAP and the
+    calibration metrics of focalbench.metrics.evaluate against val_ds's annotation file."""
+    from focalbench.metrics import evaluate as score
+
+    dets = predict(model, loader, val_ds.cat_ids, image_size, device)
+    atomic_write_text(run_dir / "detections.json", json.dumps(dets))
+    gt = json.loads(Path(val_ds.ann_file).read_text())
+    return score(gt, dets)

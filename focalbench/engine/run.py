@@ -1,4 +1,4 @@
-"""One job end to end: data -> model -> fit -> predict -> metrics -> run folder -> CSV row -> W&B.
+"""One job end to end: data -> model -> fit -> evaluate -> run folder -> CSV row -> W&B.
 
 Bad input (InputError) stops before anything is recorded. Once training starts, every attempt ends
 in exactly one CSV row: ok, diverged (non-finite loss/gradient), failed (any other exception, with
@@ -8,14 +8,11 @@ Only a kill (SIGKILL, power loss) leaves no row; the next attempt resumes just t
 
 from __future__ import annotations
 
-import json
 import os
 import random
-import signal
-import subprocess
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -26,20 +23,16 @@ import torch
 from filelock import Timeout
 
 from focalbench.config import RunConfig, to_yaml
+from focalbench.engine.checkpoint import Checkpointer
 from focalbench.engine.datasets import build_datasets
-from focalbench.engine.predict import predict
-from focalbench.engine.train import Diverged, fit
+from focalbench.engine.dist import Dist, setup_dist, wrap
+from focalbench.engine.predict import evaluate
+from focalbench.engine.record import METRIC_COLUMNS, base_row, record
+from focalbench.engine.train import Diverged, fit, to_device
 from focalbench.errors import InputError
-from focalbench.models import build_model, compile_model
-from focalbench.results.store import (
-    CSV_COLUMNS,
-    append_row,
-    atomic_write_text,
-    run_dir,
-    run_lock,
-    status_of,
-    write_json,
-)
+from focalbench.models import Detector, build_model, compile_model
+from focalbench.results.store import atomic_write_text, run_dir, run_lock, status_of
+from focalbench.utils import sigterm_as_interrupt
 
 
 @dataclass
@@ -51,146 +44,31 @@ class RunResult:
     error: str = ""
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise InputError(
-            "train.device=cuda but CUDA is not available here; choose from ['auto', 'cpu']"
-        )
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     torch.manual_seed(seed)
 
 
-def git_sha() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            cwd=Path(__file__).parent,
-        )
-        return out.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
-
-
-def base_row(cfg: RunConfig, rdir: Path, device: torch.device) -> dict[str, Any]:
-    """The config half of the CSV row."""
-    params = cfg.loss.params
-    alpha = params.get("alpha")
-    return {
-        "run_id": cfg.run_id,
-        "sweep_id": cfg.sweep_id,
-        "model": cfg.model.name,
-        "backbone": cfg.model.backbone,
-        "loss": cfg.loss.name,
-        "alpha": alpha,  # empty when the loss has no alpha (bce, ce, qfl) or it is off
-        # the focusing exponent: gamma, or beta for QFL (which has no gamma); empty for bce/ce
-        "gamma": params.get("gamma", params.get("beta")),
-        "matcher": cfg.matcher.name if cfg.model.name == "detr" else "",
-        "normalization": cfg.loss.normalization,
-        "dataset": cfg.data.name,
-        "train_images": cfg.data.train_images,
-        "val_images": cfg.data.val_images,
-        "epochs": cfg.train.epochs,
-        "image_size": cfg.data.image_size,
-        "seed": cfg.seed,
-        "device": device.type,
-        "torch": torch.__version__,
-        "git_sha": git_sha(),
-        "run_dir": str(rdir),
-    }
-
-
-def _raise_interrupt(signum, frame):
-    # one orderly stop: later SIGTERMs are ignored (run() restores the handler), so that a repeat
-    # cannot cut the recording of this one short. Repeats happen: a dying sweep sends its jobs
-    # PR_SET_PDEATHSIG once for each of its threads.
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-@contextmanager
-def _interrupts_deferred() -> Iterator[None]:
-    """Ctrl-C/SIGTERM arriving while an attempt is recorded (row.json, CSV row) wait until the
-    record is written whole, then are delivered as usual."""
-    if not _main_thread():
-        yield
-        return
-    pending: list[int] = []
-    stops = (signal.SIGINT, signal.SIGTERM)
-    previous = {s: signal.signal(s, lambda signum, frame: pending.append(signum)) for s in stops}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        for sig in dict.fromkeys(pending):
-            os.kill(os.getpid(), sig)  # redelivered to the handler it was meant for
-
-
-@dataclass
-class Dist:
-    """Where this process sits in a torchrun job (rank 0 of 1 without torchrun)."""
-
-    device: torch.device
-    rank: int = 0
-    world: int = 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            torch.distributed.barrier()
-
-
-def setup_dist(device_name: str) -> Dist:
-    """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK: join the process group (NCCL on GPUs, gloo on the
-    CPU)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    device = resolve_device(device_name)
-    if world == 1:
-        return Dist(device)
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    if device.type == "cuda":
-        torch.cuda.set_device(local)
-        device = torch.device("cuda", local)
-    if not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return Dist(device, torch.distributed.get_rank(), world)
-
-
 def run(cfg: RunConfig, force: bool = False, console=None) -> RunResult:
-    """Train and evaluate one config; skip it when its run id already has an ok row (unless force).
+    """Train and evaluate one config; skip it when it already has an ok row (unless force).
 
-    One attempt per run id at a time: the attempt holds the run's lock (store.run_lock) from the
-    status check to its CSV row, so a second `train` or sweep of the same config (say, re-run while
-    a killed sweep's job is still finishing) waits, then skips it or resumes from its checkpoint.
-    Under torchrun every rank calls this; the run folder is a function of the run id, so all ranks
-    agree on it, and rank 0 alone holds the lock and writes files, the CSV row and W&B.
+    A row under any of RunConfig.run_ids counts: today's id, or the id the first config schema gave
+    the same config. One attempt per run id at a time: the attempt holds the run's lock
+    (store.run_lock) from the status check to its CSV row, so a second `train` or sweep of the same
+    config (say, re-run while a killed sweep's job is still finishing) waits, then skips it or
+    resumes from its checkpoint. Under torchrun every rank calls this; the run folder is a function
+    of the run id, so all ranks agree on it, and rank 0 alone holds the lock and writes files, the
+    CSV row and W&B. SIGTERM (a sweep stopping its jobs, a batch system's preemption) ends the
+    attempt like Ctrl-C.
     """
     say = console.print if console is not None else (lambda *a, **k: None)
     # an unsafe sweep_id/job_name is bad input: refused before anything is written
     rdir = run_dir(cfg.results_dir, cfg.run_id, cfg.sweep_id, cfg.job_name)
-    # SIGTERM (a sweep stopping its jobs, a batch system's preemption) ends the attempt like Ctrl-C
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if _main_thread() else None
-    try:
-        with _one_attempt_at_a_time(cfg.results_dir, cfg.run_id, say):
-            csv_path = Path(cfg.results_dir) / "runs.csv"
-            if not force and status_of(csv_path).get(cfg.run_id) == "ok":
-                return RunResult(cfg.run_id, "skipped", None, {})
-            return _attempt(cfg, rdir, force, say)
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+    with sigterm_as_interrupt(), _one_attempt_at_a_time(cfg.results_dir, cfg.run_id, say):
+        status = status_of(Path(cfg.results_dir) / "runs.csv")
+        if not force and any(status.get(rid) == "ok" for rid in cfg.run_ids):
+            return RunResult(cfg.run_id, "skipped", None, {})
+        return _attempt(cfg, rdir, force, say)
 
 
 @contextmanager
@@ -216,8 +94,47 @@ def _one_attempt_at_a_time(results_dir: str, rid: str, say) -> Iterator[None]:
 
 def _attempt(cfg: RunConfig, rdir: Path, force: bool, say) -> RunResult:
     """One attempt, under the run's lock: InputError before anything is recorded, else a CSV row."""
-    csv_path = Path(cfg.results_dir) / "runs.csv"
-    rid = cfg.run_id
+    dist, train_ds, val_ds, model = _prepare(cfg, rdir, force)
+    from focalbench.results.wandb_logger import WandbLogger
+
+    desc = f"{cfg.model.name} {cfg.loss.name} a={cfg.loss.alpha} g={cfg.loss.gamma}"
+    detr = cfg.model.name == "detr"
+    tags = [cfg.model.name, cfg.loss.name] + ([cfg.matcher.name] if detr else [])
+    wandb_cfg = cfg.wandb if dist.is_main else replace(cfg.wandb, enabled=False)
+    logger = WandbLogger(wandb_cfg, cfg.science(), cfg.run_id, cfg.sweep_id, rdir, desc, tags)
+
+    row = base_row(cfg, rdir, dist.device)
+    row["started"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    t0 = time.perf_counter()
+    metrics: dict[str, Any] = {}
+    try:
+        metrics = _train_and_evaluate(cfg, model, train_ds, val_ds, dist, rdir, logger, say, force)
+        row.update(status="ok", **{k: metrics.get(k) for k in METRIC_COLUMNS})
+    except Diverged as exc:
+        row.update(status="diverged", error=str(exc))
+    except KeyboardInterrupt:
+        row.update(
+            status="interrupted", error="interrupted (resume by running the same command again)"
+        )
+        raise
+    except Exception as exc:  # a crash is recorded, never lost; the traceback goes to error.txt
+        row.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+        if dist.is_main:
+            atomic_write_text(rdir / "error.txt", traceback.format_exc())
+    finally:
+        if "status" in row and dist.is_main:
+            row["wall_s"] = round(time.perf_counter() - t0, 1)
+            record(rdir, Path(cfg.results_dir) / "runs.csv", row)
+        if "status" in row:
+            logger.finish(0 if row["status"] == "ok" else 1)
+        if dist.world > 1 and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    return RunResult(cfg.run_id, row["status"], rdir, metrics, row.get("error", ""))
+
+
+def _prepare(cfg: RunConfig, rdir: Path, force: bool):
+    """Process group, datasets, model and run folder; raises InputError for bad input, before
+    anything is recorded. Returns (dist, train_ds, val_ds, model)."""
     dist = setup_dist(cfg.train.device)
     if cfg.train.batch_size % dist.world:
         raise InputError(
@@ -226,9 +143,7 @@ def _attempt(cfg: RunConfig, rdir: Path, force: bool, say) -> RunResult:
         )
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    # bad input (InputError) surfaces here, before anything is recorded
     train_ds, val_ds = build_datasets(cfg.data, cfg.results_dir)
-
     seed_everything(cfg.seed)
     try:
         model = build_model(
@@ -247,71 +162,73 @@ def _attempt(cfg: RunConfig, rdir: Path, force: bool, say) -> RunResult:
                 f"results_dir={cfg.results_dir!r} is not writable ({exc.strerror})"
             ) from exc
     dist.barrier()
-
-    from focalbench.results.wandb_logger import WandbLogger
-
-    desc = f"{cfg.model.name} {cfg.loss.name} a={cfg.loss.alpha} g={cfg.loss.gamma}"
-    tags = [cfg.model.name, cfg.loss.name] + (
-        [cfg.matcher.name] if cfg.model.name == "detr" else []
-    )
-    wandb_cfg = cfg.wandb if dist.is_main else replace(cfg.wandb, enabled=False)
-    logger = WandbLogger(wandb_cfg, cfg.science(), rid, cfg.sweep_id, rdir, desc, tags)
-
-    row = base_row(cfg, rdir, dist.device)
-    row["started"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    t0 = time.perf_counter()
-    metrics: dict[str, Any] = {}
-    try:
-        metrics = _train_and_evaluate(cfg, model, train_ds, val_ds, dist, rdir, logger, say)
-        row.update(status="ok", **{k: metrics.get(k) for k in _METRIC_COLUMNS})
-    except Diverged as exc:
-        row.update(status="diverged", error=str(exc))
-    except KeyboardInterrupt:
-        row.update(
-            status="interrupted", error="interrupted (resume by running the same command again)"
-        )
-        raise
-    except Exception as exc:  # a crash is recorded, never lost; the traceback goes to error.txt
-        row.update(status="failed", error=f"{type(exc).__name__}: {exc}")
-        if dist.is_main:
-            atomic_write_text(rdir / "error.txt", traceback.format_exc())
-    finally:
-        if "status" in row and dist.is_main:
-            row["wall_s"] = round(time.perf_counter() - t0, 1)
-            with _interrupts_deferred():
-                write_json(rdir / "row.json", row)  # `leaderboard --rebuild` reads these
-                append_row(csv_path, row)
-        if "status" in row:
-            logger.finish(0 if row["status"] == "ok" else 1)
-        if dist.world > 1 and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
-    return RunResult(rid, row["status"], rdir, metrics, row.get("error", ""))
-
-
-# the metric half of the CSV row: mAP .. imgs_per_s, in CSV order
-_METRIC_COLUMNS = CSV_COLUMNS[CSV_COLUMNS.index("mAP") : CSV_COLUMNS.index("imgs_per_s") + 1]
-
-
-def _main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
+    return dist, train_ds, val_ds, model
 
 
 def _train_and_evaluate(
-    cfg: RunConfig, model, train_ds, val_ds, dist: Dist, rdir: Path, logger, say
+    cfg: RunConfig, model: Detector, train_ds, val_ds, dist: Dist, rdir: Path, logger, say, force
 ) -> dict:
-    from focalbench.data import collate
-    from focalbench.metrics import evaluate, plot_reliability
+    """Train (resuming where a checkpoint of this config is), then, on rank 0, evaluate on the
+    validation set and write metrics.json and reliability.png."""
+    from focalbench.metrics import plot_reliability
+    from focalbench.metrics.evaluate import to_json
 
     device = dist.device
+    model = _on_device(model, device, cfg.train)
+    train_loader, val_loader = build_loaders(cfg, train_ds, val_ds, dist)
+    say(
+        f"[bold]{cfg.run_id}[/] {cfg.model.name}-{cfg.model.backbone} loss={cfg.loss.name} "
+        f"on {cfg.data.name} ({len(train_ds)} train / {len(val_ds)} val, "
+        f"{cfg.data.image_size}px, {device.type})"
+    )
+    audit = _probe_audit(model, val_ds, device)
+    last_audit: dict[str, float] = {}
+
+    def on_epoch(row: dict) -> dict:
+        last_audit.update(audit() if audit is not None else {})
+        logger.log({f"train/{k}": v for k, v in {**row, **last_audit}.items() if k != "epoch"},
+                   step=row["epoch"])  # fmt: skip
+        return dict(last_audit)
+
+    old_checkpoints = () if force else _first_schema_checkpoints(cfg, rdir)
+    checkpointer = Checkpointer(rdir / "checkpoint.pt", cfg.run_id, cfg.run_ids, old_checkpoints)
+    trained = wrap(model, dist)
+    fit_info = fit(trained, train_loader, cfg.train, device, checkpointer,
+                   rdir / "train_log.csv", on_epoch, dist.is_main, say)  # fmt: skip
+    if not dist.is_main:  # rank 0 evaluates on the whole validation set; the others are done
+        dist.barrier()
+        return {}
+
+    metrics = evaluate(model, val_loader, val_ds, cfg.data.image_size, device, rdir)
+    metrics["imgs_per_s"] = fit_info["imgs_per_s"]
+    metrics["run_id"] = cfg.run_id
+    metrics["resumed_from_epoch"] = fit_info["resumed_from"]
+    spawned = os.environ.get("FOCALBENCH_SPAWN_T")  # set by the sweep pool when it starts the job
+    if spawned and fit_info["first_step_at"]:
+        metrics["spawn_to_first_step_s"] = fit_info["first_step_at"] - float(spawned)
+    if last_audit:
+        metrics["matching_audit"] = last_audit  # as measured after the last epoch
+    png = plot_reliability(metrics, rdir / "reliability.png")
+    atomic_write_text(rdir / "metrics.json", to_json(metrics, indent=2) + "\n")
+    logger.log_final(metrics, Path(png))
+    dist.barrier()
+    return metrics
+
+
+def _on_device(model: Detector, device: torch.device, train_cfg) -> Detector:
     model = model.to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    if cfg.train.compile:
-        compile_model(model, cfg.train.compile_backend)
-    generator = torch.Generator().manual_seed(cfg.seed)
-    pin = device.type == "cuda"
+    if train_cfg.compile:
+        compile_model(model, train_cfg.compile_backend)
+    return model
+
+
+def build_loaders(cfg: RunConfig, train_ds, val_ds, dist: Dist):
+    """(train loader: shuffled with the run's seed, sharded under torchrun; val loader)."""
+    from focalbench.data import collate
+
+    pin = dist.device.type == "cuda"
     batch = cfg.train.batch_size // dist.world  # train.batch_size is the global batch
     drop_last = len(train_ds) >= cfg.train.batch_size  # BatchNorm dislikes a last batch of one
     sampler = None
@@ -319,88 +236,46 @@ def _train_and_evaluate(
         sampler = torch.utils.data.DistributedSampler(
             train_ds, shuffle=True, seed=cfg.seed, drop_last=drop_last
         )
+    workers = cfg.train.num_workers
     train_loader = torch.utils.data.DataLoader(
-        train_ds,
-        batch_size=batch,
-        shuffle=sampler is None,
-        sampler=sampler,
-        collate_fn=collate,
-        generator=generator,
-        drop_last=drop_last,
-        num_workers=cfg.train.num_workers,
-        pin_memory=pin,
-        persistent_workers=cfg.train.num_workers > 0,
-    )
+        train_ds, batch_size=batch, shuffle=sampler is None, sampler=sampler, collate_fn=collate,
+        generator=torch.Generator().manual_seed(cfg.seed), drop_last=drop_last,
+        num_workers=workers, pin_memory=pin, persistent_workers=workers > 0,
+    )  # fmt: skip
     val_loader = torch.utils.data.DataLoader(
-        val_ds,
-        batch_size=cfg.train.eval_batch_size,
-        collate_fn=collate,
-        num_workers=cfg.train.num_workers,
+        val_ds, batch_size=cfg.train.eval_batch_size, collate_fn=collate, num_workers=workers,
         pin_memory=pin,
-    )
+    )  # fmt: skip
+    return train_loader, val_loader
 
-    def on_epoch(epoch: int, log_row: dict) -> None:
-        logger.log({f"train/{k}": v for k, v in log_row.items() if k != "epoch"}, step=epoch)
 
-    say(
-        f"[bold]{cfg.run_id}[/] {cfg.model.name}-{cfg.model.backbone} loss={cfg.loss.name} "
-        f"on {cfg.data.name} ({len(train_ds)} train / {len(val_ds)} val, "
-        f"{cfg.data.image_size}px, {device.type})"
-    )
-    epoch_extras, audit = None, {}
-    if hasattr(
-        model, "matching_audit"
-    ):  # DETR: how the matching cost assigns queries, on a fixed probe batch
-        probe_images, probe_targets = collate([val_ds[i] for i in range(min(len(val_ds), 16))])
+# the probe batch of a detector's audit: the first validation images, the same every epoch
+PROBE_IMAGES = 16
 
-        def epoch_extras() -> dict:
-            audit.update(
-                model.matching_audit(
-                    [im.to(device) for im in probe_images],
-                    [
-                        {k: v.to(device) if torch.is_tensor(v) else v for k, v in t.items()}
-                        for t in probe_targets
-                    ],
-                )
-            )
-            return dict(audit)
 
-    trained = model
-    if dist.world > 1:
-        trained = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    fit_info = fit(
-        trained,
-        train_loader,
-        cfg.train,
-        device,
-        rdir,
-        cfg.run_id,
-        on_epoch=on_epoch,
-        epoch_extras=epoch_extras,
-        is_main=dist.is_main,
-        say=say,
-    )
-    if not dist.is_main:  # rank 0 evaluates on the whole validation set; the others are done
-        dist.barrier()
-        return {}
-    dets = predict(model, val_loader, val_ds.cat_ids, cfg.data.image_size, device)
-    atomic_write_text(rdir / "detections.json", json.dumps(dets))
-    gt = json.loads(Path(val_ds.ann_file).read_text())
-    metrics = evaluate(gt, dets)
-    metrics["imgs_per_s"] = fit_info["imgs_per_s"]
-    metrics["run_id"] = cfg.run_id
-    metrics["resumed_from_epoch"] = fit_info["resumed_from"]
-    spawned = os.environ.get("FOCALBENCH_SPAWN_T")  # set by the sweep pool when it starts the job
-    if spawned and fit_info["first_step_at"]:
-        metrics["spawn_to_first_step_s"] = fit_info["first_step_at"] - float(spawned)
-    if audit:
-        metrics["matching_audit"] = audit  # as measured after the last epoch
-    png = plot_reliability(metrics, rdir / "reliability.png")
-    from focalbench.metrics.evaluate import to_json
+def _probe_audit(
+    model: Detector, val_ds, device: torch.device
+) -> Callable[[], dict[str, float]] | None:
+    """The detector's declared audit (models.Detector.audit; DETR: how its matching cost assigns
+    queries) bound to a fixed probe batch, or None for a detector without one."""
+    if model.audit is None:
+        return None
+    from focalbench.data import collate
 
-    atomic_write_text(rdir / "metrics.json", to_json(metrics, indent=2) + "\n")
-    logger.log_final(metrics, Path(png))
-    dist.barrier()
-    return metrics
+    probe = collate([val_ds[i] for i in range(min(len(val_ds), PROBE_IMAGES))])
+    images, targets = to_device(*probe, device)
+    audit = model.audit
+    return lambda: audit(model, images, targets)
+
+
+def _first_schema_checkpoints(cfg: RunConfig, rdir: Path) -> tuple[Path, ...]:
+    """The checkpoints this config may have under the first config schema's ids (RunConfig.run_ids),
+    in the run folders of those ids: resumed when the run's own folder has none. A sweep names a
+    job's folder by its run id, so there the old folder is named by the old id too."""
+    folders = []
+    for old in cfg.run_ids[1:]:
+        job = old if cfg.job_name == cfg.run_id else cfg.job_name
+        folder = run_dir(cfg.results_dir, old, cfg.sweep_id, job)
+        if folder != rdir:
+            folders.append(folder / "checkpoint.pt")
+    return tuple(folders)

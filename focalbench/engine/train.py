@@ -1,29 +1,29 @@
-"""The fit loop: AdamW/SGD, linear warm-up + cosine decay, gradient clipping, AMP on CUDA, a NaN/Inf
-guard, a per-epoch train_log.csv and a checkpoint each epoch that an interrupted run resumes
-from."""
+"""Training, laid out as torchvision's detection references: `train_one_epoch` runs the steps of one
+epoch (AMP on CUDA, gradient clipping, the NaN/Inf guard), and `fit` the epochs: resume from the
+checkpoint, an epoch, its row of train_log.csv, a checkpoint. AdamW/SGD with linear warm-up +
+cosine decay."""
 
 from __future__ import annotations
 
 import csv
 import math
-import os
+import shutil
 import time
-import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
+from torch.utils.data import DistributedSampler
 
-TRAIN_LOG_COLUMNS = (
-    "epoch",
-    "loss",
-    "loss_cls",
-    "loss_box",
-    "lr",
-    "time_s",
-    "imgs_per_s",
-)  # + epoch_extras
+from focalbench.engine.checkpoint import Checkpointer
+from focalbench.utils import atomic_write
+
+# + the columns of the detector's audit, if it has one
+TRAIN_LOG_COLUMNS = ("epoch", "loss", "loss_cls", "loss_box", "lr", "time_s", "imgs_per_s")
 
 
 class Diverged(RuntimeError):
@@ -79,36 +79,137 @@ def _optimizer_stepped(scaler: torch.amp.GradScaler) -> bool:
     return scaler.get_scale() >= scale
 
 
-def save_checkpoint(path: Path, state: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)  # atomic: a kill leaves the old checkpoint or the new one, never half
-    except BaseException:  # Ctrl-C mid-save: keep the previous checkpoint, drop the partial one
-        tmp.unlink(missing_ok=True)
-        raise
+@dataclass
+class Training:
+    """What a step needs besides the model and the batch, and what a checkpoint keeps of it."""
 
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    dtype: torch.dtype | None  # autocast dtype; None: no autocast
+    clip_grad: float  # max gradient norm; 0 = off
 
-def load_checkpoint(path: Path, run_id: str) -> dict | None:
-    """The run's last checkpoint, or None (missing, from another config, or corrupt: warn and start
-    over)."""
-    if not path.is_file():
-        return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated or not a checkpoint: losing it costs time, not results
-        warnings.warn(
-            f"{path}: unreadable checkpoint ({type(exc).__name__}); starting over", stacklevel=2
-        )
-        return None
-    if not isinstance(state, dict) or state.get("run_id") != run_id:
-        warnings.warn(f"{path}: checkpoint of another config; starting over", stacklevel=2)
-        return None
-    return state
+    @classmethod
+    def build(cls, model: nn.Module, train_cfg, iters_per_epoch: int, device) -> Training:
+        optimizer = build_optimizer(model, train_cfg)
+        schedule = warmup_cosine(train_cfg.epochs * iters_per_epoch, train_cfg.warmup_iters)
+        dtype = amp_dtype(device, train_cfg.amp)
+        scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return cls(optimizer, scheduler, scaler, dtype, train_cfg.clip_grad)
+
+    def state_dict(self, model: nn.Module) -> dict[str, Any]:
+        return {
+            "model": _unwrap(model).state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": torch.get_rng_state(),
+        }
+
+    def load_state_dict(self, model: nn.Module, state: dict[str, Any]) -> None:
+        _unwrap(model).load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng"])
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def to_device(images, targets, device: torch.device):
+    """A batch (collate's images and targets) on device."""
+    images = [im.to(device, non_blocking=True) for im in images]
+    targets = [
+        {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in t.items()}
+        for t in targets
+    ]
+    return images, targets
+
+
+@dataclass
+class Epoch:
+    """What one epoch measured."""
+
+    epoch: int  # 1-based
+    losses: dict[str, float]  # mean per step: loss, loss_cls, loss_box
+    lr: float  # at the end of the epoch
+    time_s: float
+    images: int
+    first_step_at: float | None  # time.time() of the first step
+
+    def log_row(self) -> dict[str, Any]:
+        """Its row of train_log.csv (TRAIN_LOG_COLUMNS)."""
+        return {
+            "epoch": self.epoch,
+            **self.losses,
+            "lr": self.lr,
+            "time_s": self.time_s,
+            "imgs_per_s": self.images / max(self.time_s, 1e-9),
+        }
+
+
+def train_one_epoch(
+    model: nn.Module, loader, training: Training, device: torch.device, epoch: int, progress
+) -> Epoch:
+    """One pass over loader (epoch counts from 0). Raises Diverged on a non-finite loss or gradient
+    norm. progress: a progress_bar()."""
+    model.train()
+    if isinstance(loader.sampler, DistributedSampler):  # a new shuffle every epoch
+        loader.sampler.set_epoch(epoch)
+    task = progress.add_task("train", total=len(loader), epoch=epoch + 1, loss=math.nan, ips=0.0)
+    sums = {"loss": 0.0, "loss_cls": 0.0, "loss_box": 0.0}
+    t0, n_images, first_step_at = time.perf_counter(), 0, None
+    optimizer, scaler, dtype = training.optimizer, training.scaler, training.dtype
+    max_norm = training.clip_grad if training.clip_grad > 0 else math.inf
+    for step, (images, targets) in enumerate(loader):
+        first_step_at = first_step_at or time.time()
+        images, targets = to_device(images, targets, device)
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            losses = model(images, targets)
+        loss = sum(losses.values())
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+        # checked after backward: under DDP a NaN on one rank reaches every rank's gradients
+        # through the all-reduce, so all ranks stop at the same step instead of one waiting
+        if not torch.isfinite(loss):
+            raise Diverged(epoch + 1, step, "the loss")
+        if not torch.isfinite(grad_norm) and not scaler.is_enabled():
+            raise Diverged(epoch + 1, step, "the gradient norm")
+        scaler.step(optimizer)  # with fp16 a scaler skips inf steps itself
+        if _optimizer_stepped(scaler):  # the schedule follows the steps taken
+            training.scheduler.step()
+
+        n_images += len(images)
+        sums["loss"] += loss.item()
+        sums["loss_cls"] += losses.get("classification", loss).item()
+        sums["loss_box"] += sum(v.item() for k, v in losses.items() if k != "classification")
+        ips = n_images / (time.perf_counter() - t0)
+        progress.update(task, advance=1, loss=sums["loss"] / (step + 1), ips=ips)
+    epoch_time = time.perf_counter() - t0
+    progress.remove_task(task)
+    steps = max(1, len(loader))
+    means = {k: v / steps for k, v in sums.items()}
+    lr = optimizer.param_groups[0]["lr"]
+    return Epoch(epoch + 1, means, lr, epoch_time, n_images, first_step_at)
+
+
+def progress_bar(enabled: bool) -> Progress:
+    """The per-epoch bar (a task per epoch; gone when the epoch is)."""
+    return Progress(
+        TextColumn("[bold]epoch {task.fields[epoch]}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TextColumn("{task.fields[ips]:.1f} img/s"),
+        TimeRemainingColumn(),
+        disable=not enabled,
+        transient=True,
+    )
 
 
 def fit(
@@ -116,153 +217,45 @@ def fit(
     loader,
     train_cfg,
     device: torch.device,
-    run_dir: Path,
-    run_id: str,
-    on_epoch=None,
-    epoch_extras=None,
+    checkpointer: Checkpointer,
+    log_path: Path,
+    on_epoch: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     is_main: bool = True,
-    say=None,
-) -> dict:
-    """Train `model` for train_cfg.epochs, resuming from run_dir/checkpoint.pt when it belongs to
-    run_id.
+    say: Callable[[str], object] | None = None,
+) -> dict[str, Any]:
+    """Train `model` for train_cfg.epochs, resuming from the checkpoint the checkpointer finds.
 
-    Returns {"imgs_per_s", "epochs_run", "resumed_from"}. Raises Diverged on a non-finite loss or
-    gradient. `epoch_extras()` returns extra log columns measured after each epoch (the DETR
-    matching audit: its keys must be the same every epoch); `on_epoch(epoch, row)` is called with
-    the full row (W&B logging); `say(text)` gets one line: resuming (from which epoch) or starting
-    from scratch.
-    Under DDP `model` is the DistributedDataParallel wrapper and only the main rank writes files.
+    Returns {"imgs_per_s", "first_step_at", "epochs_run", "resumed_from"}. Raises Diverged.
+    on_epoch(row) is called after each epoch with its train_log row and returns extra columns (the
+    detector's audit, the same keys every epoch) before the row is written. Under DDP `model` is the
+    DistributedDataParallel wrapper, and only the main rank writes files.
     """
-    optimizer = build_optimizer(model, train_cfg)
-    total_iters = train_cfg.epochs * len(loader)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_cosine(total_iters, train_cfg.warmup_iters)
-    )
-    dtype = amp_dtype(device, train_cfg.amp)
-    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
-
-    ckpt_path, log_path = run_dir / "checkpoint.pt", run_dir / "train_log.csv"
-    start_epoch = 0
-    state = load_checkpoint(ckpt_path, run_id)
-    if state is not None:
-        _unwrap(model).load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng"])
-        start_epoch = state["epoch"]
+    training = Training.build(model, train_cfg, len(loader), device)
+    start_epoch, found_at = resume(checkpointer, model, training)
     if is_main:
-        _start_log(log_path, start_epoch)
-        for stale in run_dir.glob(f".{ckpt_path.name}.tmp*"):  # saves cut short by a kill
-            stale.unlink(missing_ok=True)
-        if say is not None:
-            say(
-                f"resuming from {ckpt_path} (epoch {start_epoch} of {train_cfg.epochs} done)"
-                if start_epoch
-                else f"training from scratch ({train_cfg.epochs} epochs)"
-            )
-
+        old_log = found_at.parent / log_path.name if found_at is not None else log_path
+        if old_log != log_path and old_log.is_file() and not log_path.exists():
+            shutil.copyfile(old_log, log_path)  # resumed from an older folder: its log goes on
+        start_log(log_path, start_epoch)
+        checkpointer.remove_stale()
+    if is_main and say is not None:
+        say(
+            f"resuming from {found_at} (epoch {start_epoch} of {train_cfg.epochs} done)"
+            if start_epoch
+            else f"training from scratch ({train_cfg.epochs} epochs)"
+        )
     images_seen, train_time, first_step_at = 0, 0.0, None
-    progress = Progress(
-        TextColumn("[bold]epoch {task.fields[epoch]}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TextColumn("loss {task.fields[loss]:.4f}"),
-        TextColumn("{task.fields[ips]:.1f} img/s"),
-        TimeRemainingColumn(),
-        disable=not (train_cfg.progress and is_main),
-        transient=True,
-    )
-    with progress:
+    with progress_bar(train_cfg.progress and is_main) as progress:
         for epoch in range(start_epoch, train_cfg.epochs):
-            model.train()
-            if hasattr(
-                loader.sampler, "set_epoch"
-            ):  # DistributedSampler: a new shuffle every epoch
-                loader.sampler.set_epoch(epoch)
-            task = progress.add_task(
-                "train", total=len(loader), epoch=epoch + 1, loss=float("nan"), ips=0.0
-            )
-            sums = {"loss": 0.0, "loss_cls": 0.0, "loss_box": 0.0}
-            t0, n_images = time.perf_counter(), 0
-            for step, (images, targets) in enumerate(loader):
-                first_step_at = first_step_at or time.time()
-                images = [im.to(device, non_blocking=True) for im in images]
-                targets = [
-                    {
-                        k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v
-                        for k, v in t.items()
-                    }
-                    for t in targets
-                ]
-                with torch.autocast(
-                    device.type, dtype=dtype or torch.float32, enabled=dtype is not None
-                ):
-                    losses = model(images, targets)
-                loss = sum(losses.values())
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
-                max_norm = train_cfg.clip_grad if train_cfg.clip_grad > 0 else float("inf")
-                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
-                # checked after backward: under DDP a NaN on one rank reaches every rank's gradients
-                # through the all-reduce, so all ranks stop at the same step instead of one waiting
-                if not torch.isfinite(loss):
-                    raise Diverged(epoch + 1, step, "the loss")
-                if not torch.isfinite(grad_norm) and not scaler.is_enabled():
-                    raise Diverged(epoch + 1, step, "the gradient norm")
-                scaler.step(optimizer)  # with fp16 a scaler skips inf steps itself
-                if _optimizer_stepped(scaler):  # the schedule follows the steps taken
-                    scheduler.step()
-
-                n_images += len(images)
-                sums["loss"] += loss.item()
-                sums["loss_cls"] += losses.get("classification", loss).item()
-                sums["loss_box"] += sum(
-                    v.item() for k, v in losses.items() if k != "classification"
-                )
-                elapsed = time.perf_counter() - t0
-                progress.update(
-                    task, advance=1, loss=sums["loss"] / (step + 1), ips=n_images / elapsed
-                )
-            epoch_time = time.perf_counter() - t0
-            progress.remove_task(task)
-            images_seen += n_images
-            train_time += epoch_time
-            steps = max(1, len(loader))
-            row = {
-                "epoch": epoch + 1,
-                **{k: v / steps for k, v in sums.items()},
-                "lr": optimizer.param_groups[0]["lr"],
-                "time_s": epoch_time,
-                "imgs_per_s": n_images / max(epoch_time, 1e-9),
-            }
-            if epoch_extras is not None:
-                row.update(epoch_extras())
-                model.train()
+            done = train_one_epoch(model, loader, training, device, epoch, progress)
+            images_seen, train_time = images_seen + done.images, train_time + done.time_s
+            first_step_at = first_step_at or done.first_step_at
+            row = done.log_row()
             if on_epoch is not None:
-                on_epoch(epoch + 1, row)
-            if not is_main:
-                continue
-            new_log = not log_path.is_file()
-            with open(log_path, "a", newline="") as f:
-                if new_log:
-                    csv.writer(f).writerow(list(row))
-                csv.writer(f).writerow(
-                    [f"{v:.6g}" if isinstance(v, float) else v for v in row.values()]
-                )
-            save_checkpoint(
-                ckpt_path,
-                {
-                    "run_id": run_id,
-                    "epoch": epoch + 1,
-                    "model": _unwrap(model).state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "rng": torch.get_rng_state(),
-                },
-            )
+                row.update(on_epoch(row))
+            if is_main:
+                append_log(log_path, row)
+                checkpointer.save(epoch + 1, training.state_dict(model))
     return {
         "imgs_per_s": images_seen / train_time if train_time else None,
         "first_step_at": first_step_at,
@@ -271,7 +264,29 @@ def fit(
     }
 
 
-def _start_log(log_path: Path, start_epoch: int) -> None:
+def resume(
+    checkpointer: Checkpointer, model: nn.Module, training: Training
+) -> tuple[int, Path | None]:
+    """Restore the last checkpoint of this config, if any; returns the epochs it holds (0: none)
+    and where it was."""
+    found = checkpointer.load()
+    if found is None:
+        return 0, None
+    state, path = found
+    training.load_state_dict(model, state)
+    return state["epoch"], path
+
+
+def append_log(log_path: Path, row: dict[str, Any]) -> None:
+    """One epoch's row of train_log.csv (the header first, in a new file)."""
+    new_log = not log_path.is_file()
+    with open(log_path, "a", newline="") as f:
+        if new_log:
+            csv.writer(f).writerow(list(row))
+        csv.writer(f).writerow([f"{v:.6g}" if isinstance(v, float) else v for v in row.values()])
+
+
+def start_log(log_path: Path, start_epoch: int) -> None:
     """train_log.csv as the checkpoint knows it: empty from scratch; on resume, the rows of the
     epochs the checkpoint holds (a kill between an epoch's log row and its checkpoint leaves one row
     too many, and that epoch is trained again)."""
@@ -281,7 +296,9 @@ def _start_log(log_path: Path, start_epoch: int) -> None:
     with open(log_path, newline="") as f:
         rows = list(csv.reader(f))
     kept = rows[:1] + [r for r in rows[1:] if r and r[0].isdigit() and int(r[0]) <= start_epoch]
-    tmp = log_path.with_name(f".{log_path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", newline="") as f:
-        csv.writer(f).writerows(kept)
-    os.replace(tmp, log_path)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            csv.writer(f).writerows(kept)
+
+    atomic_write(log_path, write)

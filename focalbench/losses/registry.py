@@ -1,5 +1,8 @@
 """The loss registry: name -> LossSpec (function, kind, target layout, defaults, paper).
 
+A loss's kind, target layout and parameters are its row of `params.LOSS_TABLE` (torch-free, so that
+the config reads the same table); this module adds the function, the paper and a summary.
+
 Configs and the CLI choose a loss by name (`loss=qfl`); `get_loss` resolves it and lists the valid
 names when it cannot.
 """
@@ -16,10 +19,8 @@ from torch import Tensor
 
 from focalbench.losses.focal import bce_loss, ce_loss, sigmoid_focal_loss, softmax_focal_loss
 from focalbench.losses.gfl import distribution_focal_loss, quality_focal_loss
+from focalbench.losses.params import KINDS, LOSS_TABLE, TARGETS
 from focalbench.losses.varifocal import varifocal_loss
-
-KINDS = ("sigmoid", "softmax", "box")
-TARGETS = ("binary", "iou", "label", "distance")
 
 FOCAL_PAPER = "Focal Loss for Dense Object Detection (Lin et al., 2017), arXiv:1708.02002"
 GFL_PAPER = (
@@ -86,69 +87,37 @@ def get_loss(name: str) -> LossSpec:
     return spec
 
 
-for _spec in (
-    LossSpec(
-        "focal",
+# name -> (function, paper, summary); kind, target and params come from params.LOSS_TABLE
+_ENTRIES: dict[str, tuple[Callable[..., Tensor], str, str]] = {
+    "focal": (
         sigmoid_focal_loss,
-        "sigmoid",
-        "binary",
-        {"alpha": 0.25, "gamma": 2.0},
         FOCAL_PAPER,
         "sigmoid focal loss, torchvision semantics (alpha < 0 or None: no alpha-balancing)",
     ),
-    LossSpec(
-        "softmax_focal",
+    "softmax_focal": (
         softmax_focal_loss,
-        "softmax",
-        "label",
-        {"alpha": None, "gamma": 2.0},
         FOCAL_PAPER,
         "multi-class focal loss on a softmax with a background class; per-class alpha allowed",
     ),
-    LossSpec(
-        "bce",
-        bce_loss,
-        "sigmoid",
-        "binary",
-        {},
-        BASELINE,
-        "binary cross-entropy on logits (focal with gamma=0, alpha off)",
-    ),
-    LossSpec(
-        "ce",
-        ce_loss,
-        "softmax",
-        "label",
-        {},
-        BASELINE,
-        "softmax cross-entropy (softmax focal with gamma=0)",
-    ),
-    LossSpec(
-        "qfl",
+    "bce": (bce_loss, BASELINE, "binary cross-entropy on logits (focal with gamma=0, alpha off)"),
+    "ce": (ce_loss, BASELINE, "softmax cross-entropy (softmax focal with gamma=0)"),
+    "qfl": (
         quality_focal_loss,
-        "sigmoid",
-        "iou",
-        {"beta": 2.0},
         GFL_PAPER,
         "quality focal loss: |IoU - p|^beta * BCE(x, IoU) with the IoU as a soft target",
     ),
-    LossSpec(
-        "vfl",
+    "vfl": (
         varifocal_loss,
-        "sigmoid",
-        "iou",
-        {"alpha": 0.75, "gamma": 2.0, "iou_weighted": True},
         VFL_PAPER,
         "varifocal loss: IoU-weighted BCE for positives, alpha * p^gamma * BCE for negatives",
     ),
-    LossSpec(
-        "dfl",
+    "dfl": (
         distribution_focal_loss,
-        "box",
-        "distance",
-        {},
         GFL_PAPER,
         "distribution focal loss on B bins of a box side, target in [0, B-1] inclusive",
     ),
-):
-    register_loss(_spec)
+}
+if set(_ENTRIES) != set(LOSS_TABLE):  # a loss added to one table only: fail at import, not later
+    raise ImportError(f"losses: {sorted(set(_ENTRIES) ^ set(LOSS_TABLE))} are in one table only")
+for _name, (_fn, _paper, _summary) in _ENTRIES.items():
+    register_loss(LossSpec(_name, _fn, *LOSS_TABLE[_name], paper=_paper, summary=_summary))

@@ -35,6 +35,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torchvision.ops import (  # type: ignore[import-untyped]
+    box_area,
+    box_convert,
+    box_iou,
+    generalized_box_iou,
+)
 
 # (log_p[Q, C], log_1mp[Q, C], labels[T], alpha, gamma) -> cost[Q, T]
 CostFn = Callable[[Tensor, Tensor, Tensor, "float | None", float], Tensor]
@@ -191,35 +197,31 @@ def class_cost(
 
 
 # ---- box costs -------------------------------------------------------------------------------
+# The box geometry is torchvision.ops'; these names stay because the matcher and the DETR model
+# import them from here.
 def box_cxcywh_to_xyxy(boxes: Tensor) -> Tensor:
     """[..., 4] (cx, cy, w, h) -> (x0, y0, x1, y1)."""
-    cx, cy, w, h = boxes.unbind(-1)
-    return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=-1)
+    out: Tensor = box_convert(boxes, in_fmt="cxcywh", out_fmt="xyxy")  # [..., 4]
+    return out
 
 
 def box_xyxy_to_cxcywh(boxes: Tensor) -> Tensor:
     """[..., 4] (x0, y0, x1, y1) -> (cx, cy, w, h)."""
-    x0, y0, x1, y1 = boxes.unbind(-1)
-    return torch.stack([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0], dim=-1)
+    out: Tensor = box_convert(boxes, in_fmt="xyxy", out_fmt="cxcywh")  # [..., 4]
+    return out
 
 
-def box_iou_giou(a: Tensor, b: Tensor, eps: float = 1e-7) -> tuple[Tensor, Tensor]:
+def box_iou_giou(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
     """Pairwise IoU and generalized IoU of xyxy boxes (Rezatofighi et al. 2019, arXiv 1902.09630).
 
-    a: [N, 4], b: [M, 4] -> (iou [N, M], giou [N, M]). Same values as torchvision.ops.box_iou and
-    generalized_box_iou; eps keeps degenerate (zero-area) boxes finite instead of 0/0.
+    a: [N, 4], b: [M, 4] -> (iou [N, M], giou [N, M]): torchvision.ops.box_iou and
+    generalized_box_iou, except that a pair of two zero-area boxes gets 0 for both instead of
+    torchvision's 0/0 = NaN, so a collapsed prediction cannot turn a whole cost matrix non-finite.
     """
-    area_a = (a[:, 2] - a[:, 0]).clamp(min=0) * (a[:, 3] - a[:, 1]).clamp(min=0)  # [N]
-    area_b = (b[:, 2] - b[:, 0]).clamp(min=0) * (b[:, 3] - b[:, 1]).clamp(min=0)  # [M]
-    lt = torch.max(a[:, None, :2], b[None, :, :2])  # [N, M, 2]
-    rb = torch.min(a[:, None, 2:], b[None, :, 2:])
-    inter = (rb - lt).clamp(min=0).prod(-1)  # [N, M]
-    union = area_a[:, None] + area_b[None, :] - inter
-    iou = inter / union.clamp(min=eps)
-    hull = torch.max(a[:, None, 2:], b[None, :, 2:]) - torch.min(a[:, None, :2], b[None, :, :2])
-    hull_area = hull.clamp(min=0).prod(-1)  # [N, M], the smallest enclosing box
-    giou = iou - (hull_area - union) / hull_area.clamp(min=eps)
-    return iou, giou
+    iou: Tensor = box_iou(a, b)  # [N, M]
+    giou: Tensor = generalized_box_iou(a, b)  # [N, M]
+    both_empty = (box_area(a)[:, None] + box_area(b)[None, :]) == 0  # [N, M]: union is 0
+    return iou.masked_fill(both_empty, 0.0), giou.masked_fill(both_empty, 0.0)
 
 
 def l1_cost(pred_cxcywh: Tensor, gt_cxcywh: Tensor) -> Tensor:

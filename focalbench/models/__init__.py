@@ -1,11 +1,34 @@
 """Detectors by name. A builder takes (model_cfg, loss_cfg, matcher_cfg, num_classes,
-image_size)."""
+image_size) and returns a `Detector`."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
-from torch import nn
+from torch import Tensor, nn
+
+
+class Audit(Protocol):
+    """A measurement a detector takes of itself after each epoch, on a fixed probe batch of
+    validation images (images [3, S, S], targets "boxes" xyxy pixels and "labels", as the detector
+    takes them). Its keys become train_log.csv columns, the same every epoch."""
+
+    def __call__(
+        self, model: nn.Module, images: list[Tensor], targets: list[dict[str, Tensor]]
+    ) -> dict[str, float]: ...
+
+
+class Detector(Protocol):
+    """What the engine relies on, besides torchvision's detector call convention
+    (model(images, targets) -> losses in train mode, model(images) -> detections in eval mode).
+
+    compiled_parts: the submodules `train.compile` compiles (compile_model).
+    audit: None, or the Audit the engine runs after each epoch (DETR's matching audit).
+    """
+
+    compiled_parts: tuple[str, ...]
+    audit: Audit | None
 
 
 def _retinanet(model_cfg, loss_cfg, matcher_cfg, num_classes: int, image_size: int) -> nn.Module:
@@ -31,6 +54,7 @@ def get_model_builder(name: str) -> Callable[..., nn.Module]:
 
 
 def build_model(model_cfg, loss_cfg, matcher_cfg, num_classes: int, image_size: int) -> nn.Module:
+    """The Detector that model_cfg (a RetinaNetCfg or DetrCfg) names."""
     return get_model_builder(model_cfg.name)(
         model_cfg, loss_cfg, matcher_cfg, num_classes, image_size
     )

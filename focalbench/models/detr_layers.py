@@ -85,15 +85,19 @@ class DecoderLayer(nn.Module):
 
 class ResNetBody(nn.Module):
     """A torchvision ResNet cut after the stage of the given stride (8: layer2, 16: layer3,
-    32: layer4), keeping torchvision's parameter names so that a local torchvision checkpoint loads
-    into it (the keys of the dropped stages and the classifier are ignored)."""
+    32: layer4), keeping torchvision's parameter names so that a torchvision state dict loads
+    into it (the keys of the dropped stages and the classifier are ignored). norm_layer: the
+    ResNet's BatchNorm (model.norm; models/weights.py)."""
 
-    def __init__(self, name: str, stride: int = FEATURE_STRIDE) -> None:
+    def __init__(
+        self, name: str, stride: int = FEATURE_STRIDE, norm_layer: type[nn.Module] = nn.BatchNorm2d
+    ) -> None:
         super().__init__()
         stages = {8: "layer2", 16: "layer3", 32: "layer4"}
         if stride not in stages:
             raise ValueError(f"ResNetBody: stride must be one of {sorted(stages)}, got {stride}")
-        self.net = {"resnet18": resnet18, "resnet50": resnet50}[name](weights=None)
+        resnet = {"resnet18": resnet18, "resnet50": resnet50}[name]
+        self.net = resnet(weights=None, norm_layer=norm_layer)
         last = getattr(self.net, stages[stride])
         self.out_channels = last[-1].conv1.in_channels  # the stage's width (R18: 256 at stride 16)
         for dropped in {8: ("layer3", "layer4"), 16: ("layer4",), 32: ()}[stride]:

@@ -10,8 +10,6 @@ side a distribution over reg_max + 1 distances (in stride units), trained with D
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from functools import partial
 
 import torch
@@ -30,37 +28,14 @@ from torchvision.ops import boxes as box_ops
 from torchvision.ops import generalized_box_iou_loss
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
+from focalbench.config import LossCfg, RetinaNetCfg
 from focalbench.errors import InputError
-from focalbench.losses import distribution_focal_loss, get_loss
+from focalbench.losses import distribution_focal_loss
+from focalbench.models.criterion import PRIOR_PROB, ClassificationLoss, init_class_bias
+from focalbench.models.weights import load_backbone_weights, norm_layer
 
-# Lin et al. 2017: the initial foreground probability, so early training is not drowned by negatives
-PRIOR_PROB = 0.01
 DFL_WEIGHT = 0.25  # GFL's default weights of the DFL and GIoU terms
 GIOU_WEIGHT = 2.0
-
-
-@dataclass(frozen=True)
-class ClsLoss:
-    """The classification loss as the head uses it: a registry entry plus its hyper-parameters."""
-
-    name: str
-    alpha: float | tuple[float, ...] | None
-    gamma: float
-    beta: float
-    normalization: str  # num_pos_batch | num_pos_per_image
-
-    @property
-    def spec(self):
-        return get_loss(self.name)
-
-    @property
-    def softmax(self) -> bool:
-        return self.spec.kind == "softmax"
-
-    def kwargs(self) -> dict:
-        """Only the hyper-parameters the loss function takes (its registry `params`)."""
-        values = {"alpha": self.alpha, "gamma": self.gamma, "beta": self.beta}
-        return {k: values[k] for k in self.spec.params if k in values}
 
 
 class _StrideAnchors(AnchorGenerator):
@@ -106,28 +81,20 @@ class DFLRegressionHead(RetinaNetRegressionHead):
         return torch.cat(out, dim=1)
 
 
-def elementwise_iou(a: Tensor, b: Tensor) -> Tensor:
-    """IoU of boxes a[i] and b[i] (xyxy).  a, b: [N, 4] -> [N]"""
-    lt = torch.max(a[:, :2], b[:, :2])
-    rb = torch.min(a[:, 2:], b[:, 2:])
-    inter = (rb - lt).clamp(min=0).prod(dim=1)
-    union = box_ops.box_area(a) + box_ops.box_area(b) - inter
-    return inter / union.clamp(min=1e-6)
-
-
 class FocalRetinaNet(RetinaNet):
-    """RetinaNet whose loss is `cls_loss` (any focalbench loss) and whose box branch is `l1` or
-    `dfl`."""
+    """RetinaNet whose loss is `cls_loss` (any focalbench classification loss) and whose box branch
+    is `l1` or `dfl`. A `models.Detector`."""
 
     # what `train.compile` compiles: the dense convolutions; anchors, matching, the loss and
     # post-processing stay eager (their shapes change with every batch's boxes)
     compiled_parts = ("backbone", "head")
+    audit = None  # no per-epoch audit (DETR's matching audit has no anchor-matching counterpart)
 
     def __init__(
         self,
         backbone,
         num_classes: int,
-        cls_loss: ClsLoss,
+        cls_loss: ClassificationLoss,
         box_head: str = "l1",
         reg_max: int = 8,
         anchor_sizes=(16, 32, 64, 128, 256),
@@ -142,7 +109,7 @@ class FocalRetinaNet(RetinaNet):
         )
         num_anchors = anchor_generator.num_anchors_per_location()[0]
         # softmax losses need an explicit background class: the last logit (DETR's no-object class)
-        out_classes = num_classes + 1 if cls_loss.softmax else num_classes
+        out_classes = cls_loss.out_channels(num_classes)
         norm = partial(
             nn.GroupNorm, 32
         )  # from scratch, the heads train far better with GroupNorm (RetinaNet v2)
@@ -154,11 +121,7 @@ class FocalRetinaNet(RetinaNet):
             prior_probability=PRIOR_PROB,
             norm_layer=norm,
         )
-        if cls_loss.softmax:
-            # p(each fg class) = PRIOR_PROB at init: fg biases 0, background bias log(1/pi - C)
-            bias = head.classification_head.cls_logits.bias.detach().view(num_anchors, out_classes)
-            bias[:, :num_classes] = 0.0
-            bias[:, num_classes] = math.log(1 / PRIOR_PROB - num_classes)
+        init_class_bias(head.classification_head.cls_logits.bias, num_classes, cls_loss.softmax)
         if box_head == "dfl":
             head.regression_head = DFLRegressionHead(
                 backbone.out_channels, num_anchors, reg_max, norm
@@ -179,7 +142,6 @@ class FocalRetinaNet(RetinaNet):
         )
         self.num_classes = num_classes
         self.cls_loss = cls_loss
-        self.loss_fn = cls_loss.spec.fn
         self.box_head = box_head
         # focalbench's datasets deliver image_size x image_size images: torchvision's resize would
         # only interpolate them at scale 1.0 (a few % of a CPU step); normalization and batching
@@ -225,7 +187,6 @@ class FocalRetinaNet(RetinaNet):
         cls_logits = head_outputs["cls_logits"]  # [B, A, K]
         box_out = head_outputs["bbox_regression"]  # [B, A, 4] or [B, A, 4 * bins]
         B, A, _ = cls_logits.shape
-        C = self.num_classes
         anchors = torch.stack(anchors)  # [B, A, 4]
         strides = self.anchor_generator.anchor_strides(cls_logits.device)  # [A]
 
@@ -248,40 +209,13 @@ class FocalRetinaNet(RetinaNet):
             pos_out if self.box_head == "dfl" else pos_out.detach(), pos_anchors, pos_strides
         )
 
-        spec = self.cls_loss.spec
-        kwargs = self.cls_loss.kwargs()
-        if spec.kind == "softmax":
-            labels = torch.where(fg, gt_labels, C).masked_fill(~valid, -100)  # background = class C
-            cls = self.loss_fn(
-                cls_logits.flatten(0, 1), labels.flatten(), reduction="none", **kwargs
-            )
-            cls_per_image = cls.view(B, A).sum(1)
-        else:
-            target = torch.zeros_like(cls_logits)
-            if spec.target == "iou":  # QFL/VFL: the IoU of the detached predicted box with its gt
-                quality = (
-                    elementwise_iou(pos_pred.detach(), pos_gt).clamp(min=1e-6).to(target.dtype)
-                )
-            else:
-                quality = 1.0
-            target[fg_b, fg_a, gt_labels[fg_b, fg_a]] = quality
-            cls = self.loss_fn(cls_logits, target, reduction="none", **kwargs)  # [B, A, C]
-            cls_per_image = (cls * valid[..., None]).sum((1, 2))
-
+        labels = gt_labels[fg_b, fg_a]  # [P]
+        cls = self.cls_loss(cls_logits, fg_b, fg_a, labels, num_pos, pos_pred, pos_gt, valid=valid)
         box = self._box_loss(pos_out, pos_gt, pos_anchors, pos_strides, pos_pred)
-        box_per_image = cls_per_image.new_zeros(B).index_add(0, fg_b, box.to(cls_per_image.dtype))
-        if (
-            self.cls_loss.normalization == "num_pos_batch"
-        ):  # mmdet, DETR: one count for the whole batch
-            norm = num_pos.sum().clamp(min=1)
-            return {
-                "classification": cls_per_image.sum() / norm,
-                "bbox_regression": box_per_image.sum() / norm,
-            }
-        norm = num_pos.clamp(min=1)  # torchvision: per image, then the mean over images
+        box_per_image = cls.new_zeros(B).index_add(0, fg_b, box.to(cls.dtype))  # [B]
         return {
-            "classification": (cls_per_image / norm).mean(),
-            "bbox_regression": (box_per_image / norm).mean(),
+            "classification": cls,
+            "bbox_regression": self.cls_loss.normalize(box_per_image, num_pos),
         }
 
     # ---- inference ---------------------------------------------------------------------------
@@ -294,13 +228,7 @@ class FocalRetinaNet(RetinaNet):
             boxes_all, scores_all, labels_all = [], [], []
             for level, anchors_l in enumerate(anchors[index]):
                 logits = head_outputs["cls_logits"][level][index]  # [A_l, K]
-                if self.cls_loss.softmax:
-                    scores = logits.float().softmax(-1)[
-                        :, : self.num_classes
-                    ]  # background excluded
-                else:
-                    scores = logits.float().sigmoid()
-                scores = scores.flatten()
+                scores = self.cls_loss.scores(logits, self.num_classes).flatten()  # [A_l * C]
                 keep = torch.where(scores > self.score_thresh)[0]
                 scores, order = scores[keep].topk(min(self.topk_candidates, keep.numel()))
                 flat_idx = keep[order]
@@ -325,18 +253,17 @@ class FocalRetinaNet(RetinaNet):
         return detections
 
 
-def build_retinanet(model_cfg, loss_cfg, num_classes: int, image_size: int) -> FocalRetinaNet:
-    """RetinaNet with a ResNet-18/50 FPN (P3-P7) trained from scratch with BatchNorm (frozen BN is
-    for ImageNet weights), or with the backbone weights of a local torchvision checkpoint
-    (`weights_path`)."""
+def build_retinanet(
+    model_cfg: RetinaNetCfg, loss_cfg: LossCfg, num_classes: int, image_size: int
+) -> FocalRetinaNet:
+    """RetinaNet with a ResNet-18/50 FPN (P3-P7): from scratch with BatchNorm, or from
+    `model.weights` (see models/weights.py) with the BatchNorm handling of `model.norm`."""
     resnet = getattr(torchvision.models, model_cfg.backbone)(
-        weights=None, norm_layer=nn.BatchNorm2d
+        weights=None, norm_layer=norm_layer(model_cfg.norm_layer)
     )
-    if model_cfg.weights_path:
-        load_backbone_weights(resnet, model_cfg.weights_path)
-    c3 = resnet.layer2[
-        -1
-    ].conv1.in_channels  # C3..C5 widths: 128/256/512 (R18) or 512/1024/2048 (R50)
+    load_backbone_weights(resnet, model_cfg.weights, model_cfg.backbone)
+    # C3..C5 widths: 128/256/512 (R18) or 512/1024/2048 (R50)
+    c3 = resnet.layer2[-1].conv1.in_channels
     width = model_cfg.fpn_channels
     backbone = BackboneWithFPN(
         resnet,
@@ -350,13 +277,10 @@ def build_retinanet(model_cfg, loss_cfg, num_classes: int, image_size: int) -> F
             f"loss.alpha has {len(loss_cfg.alpha)} per-class weights; the dataset has "
             f"{num_classes} classes, so give {num_classes + 1} (one per class, then the background)"
         )
-    cls_loss = ClsLoss(
-        loss_cfg.name, loss_cfg.alpha, loss_cfg.gamma, loss_cfg.beta, loss_cfg.normalization
-    )
     return FocalRetinaNet(
         backbone,
         num_classes,
-        cls_loss,
+        ClassificationLoss(loss_cfg),
         box_head=model_cfg.box_head,
         reg_max=model_cfg.reg_max,
         anchor_sizes=tuple(model_cfg.anchor_sizes),
@@ -365,22 +289,3 @@ def build_retinanet(model_cfg, loss_cfg, num_classes: int, image_size: int) -> F
         detections_per_img=model_cfg.detections_per_img,
         head_convs=model_cfg.head_convs,
     )
-
-
-def load_backbone_weights(body: nn.Module, path: str) -> None:
-    """Load a torchvision ResNet state dict (a local file; nothing is downloaded) into the FPN
-    body."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError as exc:
-        raise InputError(f"model.weights_path={path!r}: no such file") from exc
-    except Exception as exc:  # a truncated or foreign file
-        raise InputError(
-            f"model.weights_path={path!r} is not a loadable state dict: {exc}"
-        ) from exc
-    state = state.get("state_dict", state) if isinstance(state, dict) else state
-    missing, _ = body.load_state_dict(state, strict=False)
-    if missing:
-        raise InputError(
-            f"model.weights_path={path!r} does not fit model.backbone (missing e.g. {missing[0]!r})"
-        )

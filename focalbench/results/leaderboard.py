@@ -1,62 +1,39 @@
 """The leaderboard: runs.csv -> latest row per run id -> ok runs grouped by config -> ranked.
 
-The grouping key is CONFIG_KEYS, the science config without the seed. Per group and metric: the
-mean, the sample std (ddof=1) and n, the number of runs with a value for that metric. The std of a
-single value is NaN, not 0: "one seed" and "the seeds agree exactly" are different claims, and the
-tables print the former as a bare mean.
+Runs are grouped by config_id, the hash of the science config without the seed (so two learning
+rates, or two box heads, are two groups even though runs.csv has no column for either). A row
+without one (logged before the column existed) gets it from its run folder's config.yaml, or, when
+the folder is gone, from its CSV config columns (CONFIG_KEYS). Next to CONFIG_KEYS the board shows,
+as columns, the flat science keys that differ between the groups shown ("train.lr"), read from
+each group's config.yaml: what a W&B "group by" shows as the varying parameters.
+
+Per group and metric: the mean, the sample std (ddof=1) and n, the number of runs with a value for
+that metric. The std of a single value is NaN, not 0: "one seed" and "the seeds agree exactly" are
+different claims, and the tables print the former as a bare mean.
 Outputs: a rich table (terminal), CSV (mean and std columns), markdown (papers); plots in plots.py.
+Torch-free: the CLI's `leaderboard` must start fast.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import statistics
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
 from rich.table import Table
 
+from focalbench.config import RunConfig
+from focalbench.config import run_id as config_hash
 from focalbench.errors import InputError
-from focalbench.results.store import (
-    CSV_COLUMNS,
-    STATUSES,
-    atomic_write_text,
-    format_cell,
-    latest_rows,
-)
+from focalbench.results import run_configs
+from focalbench.results.schema import CONFIG_KEYS, LOWER_IS_BETTER, METRICS, SHOWN_BY_CSV, Board
+from focalbench.results.store import CSV_COLUMNS, STATUSES, format_cell, latest_rows
 
-METRICS = ("mAP", "AP50", "AP75", "APs", "APm", "APl", "AR100", "laece0", "laace0", "lrp", "dece",
-           "brier", "imgs_per_s", "wall_s")  # fmt: skip
-CONFIG_KEYS = ("model", "backbone", "loss", "alpha", "gamma", "matcher", "normalization", "dataset",
-               "train_images", "val_images", "epochs", "image_size")  # fmt: skip
-LOWER_IS_BETTER = {"laece0", "laace0", "lrp", "dece", "brier", "wall_s"}
 _COARSE = {"imgs_per_s", "wall_s"}  # throughput and time: one decimal; scores: three
-
-
-@dataclass
-class Board:
-    """A ranked leaderboard.
-
-    entries: one dict per config (per run with by_seed). Grouped: the config keys (str), per
-      metric f"{m}_mean", f"{m}_std" (float; NaN when missing or n<2) and f"{m}_n" (int), and "n"
-      (runs). by_seed: the config keys, "seed", "run_id" (str) and one float per metric.
-    columns: the columns of to_csv, in order.
-    not_ok: latest attempts (after --where) left out by status: {"failed": 1, "diverged": 0, ...}.
-    rows: the ok rows behind the entries (plots regroups them when by_seed).
-    """
-
-    entries: list[dict[str, Any]]
-    columns: list[str]
-    sort: str = "mAP"
-    by_seed: bool = False
-    not_ok: dict[str, int] = field(default_factory=dict)
-    rows: list[dict[str, str]] = field(default_factory=list)
 
 
 def _canon(value: str) -> str:
@@ -96,26 +73,82 @@ def _parse_where(where: Iterable[str]) -> list[tuple[str, str]]:
     return filters
 
 
+class _RunConfigs:
+    """The run folders' configs, each config.yaml read at most once per leaderboard."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, RunConfig | None] = {}
+
+    def of(self, row: dict[str, str]) -> RunConfig | None:
+        folder = row.get("run_dir", "")
+        if folder not in self._cache:
+            self._cache[folder] = run_configs.load(folder)
+        return self._cache[folder]
+
+    def config_id(self, row: dict[str, str]) -> str:
+        """The row's config_id; else its folder's; else a hash of its CSV config columns (marked
+        "csv-": such a group cannot know the keys the CSV lacks)."""
+        if row.get("config_id"):
+            return row["config_id"]
+        cfg = self.of(row)
+        if cfg is not None:
+            return cfg.config_id
+        return "csv-" + config_hash({k: _canon(row.get(k, "")) for k in CONFIG_KEYS})
+
+    def flat(self, members: list[dict[str, str]]) -> dict[str, str]:
+        """The flat science keys of a group, from the first member whose folder is readable
+        (they share the config); {} when none is."""
+        for r in members:
+            cfg = self.of(r)
+            if cfg is not None:
+                return run_configs.flat_science(cfg)
+        return {}
+
+
+def _extra_keys(flats: list[dict[str, str]]) -> list[str]:
+    """Flat keys outside SHOWN_BY_CSV with two or more values among the groups that have the key
+    (a key only some groups have, such as matcher.* for DETR, is told apart by model already)."""
+    order = dict.fromkeys(k for flat in flats for k in flat if k not in SHOWN_BY_CSV)
+    return [k for k in order if len({f[k] for f in flats if k in f}) > 1]
+
+
 def leaderboard(
     rows: list[dict[str, str]], sort: str = "mAP", where: Iterable[str] = (), by_seed: bool = False
 ) -> Board:
     """Latest row per run id, filtered by `where` (AND of key=value items), ok rows grouped by
-    config (or one entry per run with by_seed), sorted by `sort`: descending unless in
+    config_id (or one entry per run with by_seed), sorted by `sort`: descending unless in
     LOWER_IS_BETTER, NaN last. An unknown sort metric or where key -> InputError."""
     sort = _resolve(sort, METRICS, "--sort")
     filters = _parse_where(where)
-    latest = [r for r in latest_rows(rows).values() if all(_canon(r[k]) == v for k, v in filters)]
+    configs = _RunConfigs()
+    latest = [{**r, "config_id": configs.config_id(r)} for r in latest_rows(rows).values()]
+    latest = [r for r in latest if all(_canon(r.get(k, "")) == v for k, v in filters)]
     not_ok = {s: 0 for s in STATUSES if s != "ok"}
     for r in latest:
         if r["status"] != "ok":
             not_ok[r["status"]] = not_ok.get(r["status"], 0) + 1
     ok = [r for r in latest if r["status"] == "ok"]
 
+    groups: dict[str, list[dict[str, str]]] = {}
+    for r in ok:
+        groups.setdefault(r["config_id"], []).append(r)
+    # with one group nothing varies: no config.yaml needs reading
+    flats = {cid: configs.flat(m) for cid, m in groups.items()} if len(groups) > 1 else {}
+    extra = _extra_keys(list(flats.values()))
+
+    def config_of(r: dict[str, str]) -> dict[str, str]:
+        flat = flats.get(r["config_id"], {})
+        return {
+            **{k: _canon(r.get(k, "")) for k in CONFIG_KEYS},
+            **{k: flat.get(k, "") for k in extra},
+            "config_id": r["config_id"],
+        }
+
     if by_seed:
-        columns = [*CONFIG_KEYS, "seed", "run_id", *METRICS]
+        columns = [*CONFIG_KEYS, *extra, "config_id", "seed", "run_id", *METRICS]
         entries = [
             {
-                **{k: _canon(r[k]) for k in CONFIG_KEYS},
+                **config_of(r),
                 **{"seed": r["seed"], "run_id": r["run_id"]},
                 **{m: _number(r[m]) for m in METRICS},
             }
@@ -123,27 +156,26 @@ def leaderboard(
         ]
         value_key = sort
     else:
-        columns = [*CONFIG_KEYS, *(f"{m}_{s}" for m in METRICS for s in ("mean", "std")), "n"]
-        groups: dict[tuple[str, ...], list[dict[str, str]]] = {}
-        for r in ok:
-            groups.setdefault(tuple(_canon(r[k]) for k in CONFIG_KEYS), []).append(r)
-        entries = [_aggregate(key, members) for key, members in groups.items()]
+        stats = (f"{m}_{s}" for m in METRICS for s in ("mean", "std"))
+        columns = [*CONFIG_KEYS, *extra, "config_id", *stats, "n"]
+        entries = [{**config_of(m[0]), **_aggregate(m)} for m in groups.values()]
         value_key = f"{sort}_mean"
 
     sign = 1.0 if sort in LOWER_IS_BETTER else -1.0
+    ident_keys = (*CONFIG_KEYS, *extra, "config_id", "seed", "run_id")
 
     def rank(e: dict[str, Any]) -> tuple[bool, float, tuple[str, ...]]:
         x = e[value_key]
         # ties (and NaNs among themselves) fall back to the config, so the order is deterministic
-        ident = tuple(e.get(k, "") for k in (*CONFIG_KEYS, "seed", "run_id"))
+        ident = tuple(e.get(k, "") for k in ident_keys)
         return (math.isnan(x), 0.0 if math.isnan(x) else sign * x, ident)
 
     entries.sort(key=rank)
-    return Board(entries, columns, sort, by_seed, not_ok, ok)
+    return Board(entries, columns, sort, by_seed, not_ok, ok, extra)
 
 
-def _aggregate(key: tuple[str, ...], members: list[dict[str, str]]) -> dict[str, Any]:
-    entry: dict[str, Any] = dict(zip(CONFIG_KEYS, key))
+def _aggregate(members: list[dict[str, str]]) -> dict[str, Any]:
+    entry: dict[str, Any] = {}
     for m in METRICS:
         values = [x for x in (_number(r[m]) for r in members) if not math.isnan(x)]
         entry[f"{m}_mean"] = statistics.fmean(values) if values else math.nan
@@ -170,8 +202,10 @@ def _cell(board: Board, e: dict[str, Any], m: str) -> str:
 
 
 def _split_config(board: Board) -> tuple[list[str], dict[str, str]]:
-    """Config columns to show (loss, alpha, gamma always; others if they vary), and the constant
-    ones for the title (empty constants, e.g. no matcher for RetinaNet, left out)."""
+    """Config columns to show (loss, alpha, gamma always; other CONFIG_KEYS if they vary; the
+    extra keys, which vary by construction), and the constant ones for the title (empty constants,
+    e.g. no matcher for RetinaNet, left out). config_id is shown too when two configs would
+    otherwise look alike (a key that tells them apart is in no readable config.yaml)."""
     varying, constant = [], {}
     for k in CONFIG_KEYS:
         values = {e[k] for e in board.entries}
@@ -179,7 +213,17 @@ def _split_config(board: Board) -> tuple[list[str], dict[str, str]]:
             varying.append(k)
         elif values and (v := board.entries[0][k]) != "":
             constant[k] = v
+    varying += board.extra_keys
+    if not board.by_seed and len({tuple(e[k] for k in varying) for e in board.entries}) < len(
+        board.entries
+    ):
+        varying.append("config_id")
     return varying, constant
+
+
+def _left(board: Board, header: str) -> bool:
+    """Text columns are left-aligned, numbers right-aligned."""
+    return header in (*board.config_keys, "config_id", "run_id")
 
 
 # what fits an 80-column terminal; --metrics all (or a list) shows more
@@ -241,7 +285,7 @@ def to_rich_table(board: Board, metrics: Sequence[str] | None = None) -> Table:
         bold = h.split(" ")[0] == board.sort
         table.add_column(
             h,
-            justify="left" if h in (*CONFIG_KEYS, "run_id") else "right",
+            justify="left" if _left(board, h) else "right",
             style="bold" if bold else None,
             no_wrap=bold,
         )
@@ -272,7 +316,7 @@ def to_markdown(board: Board, metrics: Sequence[str] | None = None) -> str:
     headers = _headers(board, varying, metrics)
     lines = [
         "| " + " | ".join(headers) + " |",
-        "|" + "|".join(":---" if h in (*CONFIG_KEYS, "run_id") else "---:" for h in headers) + "|",
+        "|" + "|".join(":---" if _left(board, h) else "---:" for h in headers) + "|",
     ]
     lines += [
         "| " + " | ".join(_row_cells(board, e, varying, metrics)) + " |" for e in board.entries
@@ -281,60 +325,10 @@ def to_markdown(board: Board, metrics: Sequence[str] | None = None) -> str:
     return "\n".join(lines) + "\n\n" + (f"{title}; " if title else "") + caption + "\n"
 
 
-def plot(
-    board_or_rows: Board | list[dict[str, str]], path: str | Path, metric: str = "mAP"
-) -> list[Path]:
-    """Heatmaps + scatter PNGs (see plots.py; matplotlib is imported only here)."""
+def plot(board: Board, path: str | Path, metric: str = "mAP") -> list[Path]:
+    """Heatmaps + scatter PNGs of the configs (a by_seed board is regrouped first); see plots.py
+    (matplotlib is imported only here)."""
     from focalbench.results import plots
 
-    return plots.plot(board_or_rows, path, metric)
-
-
-# --- rebuild --------------------------------------------------------------------------------------
-
-
-def rebuild(results_dir: Path, csv_path: Path) -> int:
-    """Regenerate runs.csv from results_dir/runs/*/row.json and results_dir/sweeps/*/*/row.json.
-
-    Each row.json holds the latest attempt of its run folder, so the rebuilt log has one row per
-    folder (earlier attempts are gone), sorted by "started". Written atomically under the lock of
-    store.append_row; folders are listed inside the lock, so a run finishing meanwhile is in the
-    rebuilt file or appended after it (at worst twice, which latest_rows absorbs). No row.json ->
-    InputError and the CSV is left untouched: an empty rebuild must not wipe a log.
-    """
-    results_dir, csv_path = Path(results_dir), Path(csv_path)
-    if not results_dir.is_dir():
-        raise InputError(f"--rebuild: results folder {results_dir} does not exist")
-    csv_path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(csv_path) + ".lock"):
-        files = sorted(results_dir.glob("runs/*/row.json")) + sorted(
-            results_dir.glob("sweeps/*/*/row.json")
-        )
-        if not files:
-            raise InputError(
-                f"--rebuild: no run folders with row.json under {results_dir}/runs or "
-                f"{results_dir}/sweeps; {csv_path} left unchanged"
-            )
-        rows = [_read_row_json(f) for f in files]
-        rows.sort(
-            key=lambda r: str(r.get("started") or "")
-        )  # stable: same start keeps folder order
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(CSV_COLUMNS)
-        for r in rows:  # keys outside CSV_COLUMNS are ignored
-            writer.writerow([format_cell(r.get(c)) for c in CSV_COLUMNS])
-        atomic_write_text(csv_path, buf.getvalue())
-    return len(rows)
-
-
-def _read_row_json(path: Path) -> dict[str, Any]:
-    try:
-        row = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise InputError(
-            f"--rebuild: cannot read {path} ({exc}); fix or delete that run folder"
-        ) from None
-    if not isinstance(row, dict) or "run_id" not in row:
-        raise InputError(f"--rebuild: {path} is not a row.json (expected an object with run_id)")
-    return row
+    grouped = leaderboard(board.rows, sort=board.sort) if board.by_seed else board
+    return plots.plot(grouped, path, metric)

@@ -1,6 +1,7 @@
 """Leaderboard figures: alpha x gamma heatmaps of a metric (a panel per loss), mAP vs LaECE0.
 
-Imported lazily (by leaderboard.plot), so matplotlib never slows `--help` or the table output.
+Drawn from a grouped Board (schema.py); leaderboard.plot regroups a by_seed one. Imported lazily
+(by leaderboard.plot), so matplotlib never slows `--help` or the table output.
 Figures are drawn on the Agg canvas directly (Figure + FigureCanvasAgg, no pyplot): no global
 backend switch, no GUI, safe in worker processes.
 """
@@ -15,13 +16,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from focalbench.errors import InputError
-from focalbench.results.leaderboard import (
-    CONFIG_KEYS,
-    LOWER_IS_BETTER,
-    METRICS,
-    Board,
-    leaderboard,
-)
+from focalbench.results.schema import LOWER_IS_BETTER, METRICS, Board
 
 _OFF = "off"  # alpha left empty: no alpha-balancing
 
@@ -36,26 +31,19 @@ def _axis_key(label: str) -> tuple[int, float, str]:
         return (1, 0.0, label)
 
 
-def _grouped(board_or_rows: Board | list[dict[str, str]]) -> list[dict[str, Any]]:
-    if isinstance(board_or_rows, Board):
-        if not board_or_rows.by_seed:
-            return board_or_rows.entries
-        return leaderboard(board_or_rows.rows).entries  # rows are already filtered and ok
-    return leaderboard(board_or_rows).entries
-
-
-def plot(
-    board_or_rows: Board | list[dict[str, str]], path: str | Path, metric: str = "mAP"
-) -> list[Path]:
+def plot(board: Board, path: str | Path, metric: str = "mAP") -> list[Path]:
     """Write `path` (heatmaps of `metric`, mean over seeds) and `<stem>_scatter<suffix>`.
 
-    A panel per loss; when other config keys vary too (model, backbone...), a panel per
-    combination, so a cell never mixes configs. One colour scale for all panels, reversed for
-    lower-is-better metrics (bright = good). No suffix -> .png. Returns the two paths.
+    board: grouped (one entry per config, not by_seed). A panel per loss; when other config keys
+    vary too (model, backbone, train.lr...), a panel per combination, so a cell never mixes
+    configs. One colour scale for all panels, reversed for lower-is-better metrics (bright = good).
+    No suffix -> .png. Returns the two paths.
     """
+    if board.by_seed:
+        raise ValueError("plots.plot takes a grouped board; leaderboard.plot regroups by_seed ones")
     if metric not in METRICS:
         raise InputError(f"plot metric {metric!r} is unknown; choose from: {', '.join(METRICS)}")
-    entries = _grouped(board_or_rows)
+    entries = board.entries
     if not entries:
         raise InputError("--plot: no ok runs to plot (check --where and the run statuses)")
     path = Path(path)
@@ -68,18 +56,24 @@ def plot(
         )
     path.parent.mkdir(parents=True, exist_ok=True)
     scatter_path = path.with_name(f"{path.stem}_scatter{path.suffix}")
-    _heatmaps(entries, metric).savefig(path, dpi=120)
-    _scatter(entries).savefig(scatter_path, dpi=120)
+    _heatmaps(entries, _panel_keys(board), metric).savefig(path, dpi=120)
+    _scatter(entries, board.extra_keys).savefig(scatter_path, dpi=120)
     return [path, scatter_path]
 
 
-def _panel_keys(entries: list[dict[str, Any]]) -> list[str]:
-    others = [k for k in CONFIG_KEYS if k not in ("loss", "alpha", "gamma")]
-    return ["loss"] + [k for k in others if len({e[k] for e in entries}) > 1]
+def _panel_keys(board: Board) -> list[str]:
+    others = [k for k in board.config_keys if k not in ("loss", "alpha", "gamma")]
+    varying = [k for k in others if len({e[k] for e in board.entries}) > 1]
+    # configs that no shown key tells apart (see leaderboard._split_config) get panels of their own
+    keys = ["loss", *varying]
+    if len({tuple(e[k] for k in (*keys, "alpha", "gamma")) for e in board.entries}) < len(
+        board.entries
+    ):
+        keys.append("config_id")
+    return keys
 
 
-def _heatmaps(entries: list[dict[str, Any]], metric: str) -> Figure:
-    keys = _panel_keys(entries)
+def _heatmaps(entries: list[dict[str, Any]], keys: list[str], metric: str) -> Figure:
     panels: dict[tuple[str, ...], dict[tuple[str, str], float]] = {}
     for e in entries:
         cells = panels.setdefault(tuple(e[k] for k in keys), {})
@@ -120,7 +114,7 @@ def _heatmaps(entries: list[dict[str, Any]], metric: str) -> Figure:
     return fig
 
 
-def _scatter(entries: list[dict[str, Any]]) -> Figure:
+def _scatter(entries: list[dict[str, Any]], extra_keys: list[str]) -> Figure:
     """One marker per config at (LaECE0, mAP) with ±std error bars; colour = loss."""
     fig = Figure(figsize=(6, 4.5), layout="constrained")
     FigureCanvasAgg(fig)
@@ -139,7 +133,10 @@ def _scatter(entries: list[dict[str, Any]]) -> Figure:
         if len(entries) <= 30:  # labels stay readable only for small grids
             for e, x, y in zip(group, xs, ys):
                 ax.annotate(
-                    f"a={e['alpha'] or _OFF} g={e['gamma']}",
+                    " ".join(
+                        [f"a={e['alpha'] or _OFF} g={e['gamma']}"]
+                        + [f"{k}={e[k]}" for k in extra_keys if e[k]]  # e.g. train.lr=0.01
+                    ),
                     (x, y),
                     fontsize=7,
                     textcoords="offset points",

@@ -143,6 +143,19 @@ def test_box_costs_match_torchvision_and_cdist():
 
 
 def test_degenerate_boxes_stay_finite():
-    zero = torch.tensor([[0.5, 0.5, 0.5, 0.5]])
+    # two zero-area boxes: torchvision gives 0/0 = NaN; we define IoU = GIoU = 0
+    zero = torch.tensor([[0.5, 0.5, 0.5, 0.5], [0.1, 0.1, 0.1, 0.1]])
     iou, giou = box_iou_giou(zero, zero)
-    assert torch.isfinite(iou).all() and torch.isfinite(giou).all()
+    assert torch.equal(iou, torch.zeros(2, 2)) and torch.equal(giou, torch.zeros(2, 2))
+    # a zero-area box against a real one is torchvision's value (IoU 0; GIoU 0 - 0.75/1, by hand:
+    # hull [0, 1]^2 of area 1, union 0.25)
+    real = torch.tensor([[0.0, 0.0, 0.5, 0.5]])
+    point = torch.tensor([[1.0, 1.0, 1.0, 1.0]])
+    iou, giou = box_iou_giou(point, real)
+    torch.testing.assert_close(iou, torch.tensor([[0.0]]))
+    torch.testing.assert_close(giou, torch.tensor([[-0.75]]))
+
+
+def test_box_conversion_keeps_leading_dims():
+    boxes = torch.tensor([[[0.5, 0.5, 0.2, 0.4]]])  # [B=1, Q=1, 4] cxcywh
+    torch.testing.assert_close(box_cxcywh_to_xyxy(boxes), torch.tensor([[[0.4, 0.3, 0.6, 0.7]]]))

@@ -6,12 +6,12 @@ import math
 import pytest
 import torch
 
-from focalbench.config import LossCfg, MatcherCfg, ModelCfg, compose
+from focalbench.config import DetrCfg, LossCfg, MatcherCfg, compose
 from focalbench.models import build_model
 from focalbench.models.detr import ResNetBody, SinePositionEncoding, cost_alpha_gamma
 
 C, S = 3, 64
-TINY = ModelCfg(name="detr", d_model=32, nheads=4, enc_layers=1, dec_layers=2, dim_feedforward=64,
+TINY = DetrCfg(d_model=32, nheads=4, enc_layers=1, dec_layers=2, dim_feedforward=64,
                 num_queries=10)  # fmt: skip
 
 
@@ -88,12 +88,12 @@ def test_matching_audit_keys_state_and_side_effects():
     images, targets = batch()
     bn = model.backbone.net.bn1
     running = bn.running_mean.clone()
-    first = model.matching_audit(images, targets)
+    first = model.audit(model, images, targets)
     assert list(first) == ["match_agreement", "match_regret", "match_stability"]
     assert math.isnan(first["match_stability"])  # nothing to compare with yet
     # the focal cost with the loss's alpha/gamma IS the loss-optimal cost
     assert first["match_agreement"] == 1.0 and first["match_regret"] == 0.0
-    second = model.matching_audit(images, targets)
+    second = model.audit(model, images, targets)
     assert second["match_stability"] == 0.0  # same weights, same images: no query changed
     assert model.training and torch.equal(bn.running_mean, running)  # eval inside, restored
 
@@ -101,7 +101,7 @@ def test_matching_audit_keys_state_and_side_effects():
 @pytest.mark.parametrize("matcher", ["prob", "ce", "focal_full"])
 def test_audit_of_other_costs_is_in_range(matcher):
     model = tiny_detr("focal", matcher)
-    result = model.matching_audit(*batch())
+    result = model.audit(model, *batch())
     assert 0.0 <= result["match_agreement"] <= 1.0 and result["match_regret"] >= 0.0
 
 
@@ -180,6 +180,5 @@ def test_backbone_loads_a_local_torchvision_checkpoint(tmp_path):
     reference = resnet18(weights=None)
     path = tmp_path / "r18.pt"
     torch.save(reference.state_dict(), path)
-    model = build_model(dataclasses.replace(TINY, weights_path=str(path)), LossCfg(),
-                        MatcherCfg(), C, S)  # fmt: skip
+    model = build_model(dataclasses.replace(TINY, weights=str(path)), LossCfg(), MatcherCfg(), C, S)
     torch.testing.assert_close(model.backbone.net.conv1.weight, reference.conv1.weight)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torchvision.models.detection.retinanet import RetinaNet
 
-from focalbench.config import LossCfg, ModelCfg
+from focalbench.config import LossCfg, RetinaNetCfg
 from focalbench.losses import LOSSES
 from focalbench.models.retinanet import build_retinanet
 
@@ -37,7 +37,7 @@ def _model(loss="focal", normalization="num_pos_per_image", **model_kw):
         beta=defaults.get("beta", 2.0),
         normalization=normalization,
     )
-    model_cfg = ModelCfg(fpn_channels=64, head_convs=1, **model_kw)
+    model_cfg = RetinaNetCfg(fpn_channels=64, head_convs=1, **model_kw)
     return build_retinanet(model_cfg, loss_cfg, NUM_CLASSES, SIZE)
 
 

@@ -9,15 +9,14 @@ from rich.console import Console
 
 from focalbench.errors import InputError
 from focalbench.results.leaderboard import (
-    CONFIG_KEYS,
-    METRICS,
     leaderboard,
-    rebuild,
+    plot,
     to_csv,
     to_markdown,
     to_rich_table,
 )
-from focalbench.results.store import append_row, read_rows, write_json
+from focalbench.results.schema import CONFIG_KEYS, METRICS
+from focalbench.results.store import append_row, read_rows, rebuild, write_json
 
 BASE = {"model": "retinanet", "backbone": "r18", "normalization": "num_pos_batch",
         "dataset": "synthetic", "train_images": 64, "val_images": 16, "epochs": 2,
@@ -153,7 +152,7 @@ def test_by_seed_entries(csv_rows):
     assert sorted(e["run_id"] for e in board.entries) == ["b0", "b1", "b2", "f0", "f1", "f2"]
     f0 = next(e for e in board.entries if e["run_id"] == "f0")
     assert f0["seed"] == "0" and f0["mAP"] == 0.30  # latest attempt, not the stale 0.99
-    assert board.columns == [*CONFIG_KEYS, "seed", "run_id", *METRICS]
+    assert board.columns == [*CONFIG_KEYS, "config_id", "seed", "run_id", *METRICS]
 
 
 def test_csv_parses_back(csv_rows):
@@ -161,6 +160,7 @@ def test_csv_parses_back(csv_rows):
     parsed = list(csv.DictReader(io.StringIO(to_csv(board))))
     assert list(parsed[0]) == [
         *CONFIG_KEYS,
+        "config_id",
         *(f"{m}_{s}" for m in METRICS for s in ("mean", "std")),
         "n",
     ]
@@ -198,8 +198,6 @@ def test_rich_table_renders(csv_rows):
 
 
 def test_plot_writes_pngs(csv_rows, tmp_path):
-    from focalbench.results.plots import plot
-
     paths = plot(
         leaderboard(csv_rows, by_seed=True), tmp_path / "out" / "heat.png", metric="laece0"
     )

@@ -21,9 +21,9 @@ from focalbench.results.store import (
 
 
 def test_columns_in_design_order():
-    assert CSV_COLUMNS[:4] == ("run_id", "sweep_id", "status", "started")
+    assert CSV_COLUMNS[:5] == ("run_id", "sweep_id", "config_id", "status", "started")
     assert CSV_COLUMNS[-3:] == ("git_sha", "run_dir", "error")
-    assert len(CSV_COLUMNS) == 36
+    assert len(CSV_COLUMNS) == 37
 
 
 def test_append_and_latest(tmp_path):
