@@ -15,13 +15,13 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from focalbench.errors import InputError
+from focalbench.utils import sigterm_as_interrupt
 
 
 def slot_envs(
@@ -80,41 +80,25 @@ def run_pool(
     pending = deque(items)
     free = deque(range(len(envs)))
     running: dict[int, tuple] = {}
-    previous = _sigterm_as_interrupt()
-    try:
-        while pending or running:
-            while pending and free:
-                slot = free.popleft()
-                item = pending.popleft()
-                running[slot] = (item, launch(item, envs[slot]))
-            for slot, (item, proc) in list(running.items()):
-                code = proc.poll()
-                if code is not None:
-                    del running[slot]
-                    free.append(slot)
-                    on_done(item, code, envs[slot])
-            time.sleep(poll_s)
-    except KeyboardInterrupt:
-        _stop([proc for _, proc in running.values()])
-        for slot, (item, proc) in running.items():
-            on_done(item, proc.poll(), envs[slot])
-        raise
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-
-
-def _sigterm_as_interrupt():
-    """SIGTERM -> KeyboardInterrupt (main thread only), so `kill PID` stops the jobs as Ctrl-C does.
-    Returns the previous handler, or None where nothing was installed."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
-
-    def interrupt(signum, frame):
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one orderly stop; run_pool restores it
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    return signal.signal(signal.SIGTERM, interrupt)
+    with sigterm_as_interrupt():  # `kill SWEEP_PID` stops the jobs as Ctrl-C does
+        try:
+            while pending or running:
+                while pending and free:
+                    slot = free.popleft()
+                    item = pending.popleft()
+                    running[slot] = (item, launch(item, envs[slot]))
+                for slot, (item, proc) in list(running.items()):
+                    code = proc.poll()
+                    if code is not None:
+                        del running[slot]
+                        free.append(slot)
+                        on_done(item, code, envs[slot])
+                time.sleep(poll_s)
+        except KeyboardInterrupt:
+            _stop([proc for _, proc in running.values()])
+            for slot, (item, proc) in running.items():
+                on_done(item, proc.poll(), envs[slot])
+            raise
 
 
 def _stop(procs: list, grace_s: float = 60.0) -> None:

@@ -192,7 +192,7 @@ def run_search(
 
     from focalbench.config import compose
     from focalbench.results.store import latest_rows, read_rows
-    from focalbench.sweep import Job, Plan, execute_plan
+    from focalbench.sweep import Job, Plan, execute_plan, previous_status
 
     console = console or Console()
     if sampler not in SAMPLERS:
@@ -232,14 +232,15 @@ def run_search(
             if len(numbers[cfg.run_id]) == 1:
                 plan.jobs.append(Job(job_overrides, cfg))
         latest = latest_rows(read_rows(csv_path)) if csv_path.is_file() else {}
-        todo = [j for j in plan.jobs if latest.get(j.run_id, {}).get("status") != "ok"]
+        todo = [j for j in plan.jobs if previous_status(latest, j.cfg) != "ok"]
         if todo:
             execute_plan(Plan(name, todo), jobs=jobs, gpus=gpus, jobs_per_gpu=jobs_per_gpu,
                          console=console)  # fmt: skip
             latest = latest_rows(read_rows(csv_path)) if csv_path.is_file() else {}
         for job in plan.jobs:
             for number in numbers[job.run_id]:
-                row = latest.get(job.run_id)
+                rows = [latest[rid] for rid in job.cfg.run_ids if rid in latest]
+                row = next((r for r in rows if r.get("status") == "ok"), rows[0] if rows else None)
                 status = _told(study, number, row, objectives)
                 failed += status != "ok"
                 reused = "" if job in todo else " (from its ok row)"

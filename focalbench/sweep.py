@@ -1,33 +1,35 @@
-"""`focalbench sweep`: a grid from Hydra's override grammar -> a plan -> one fresh process per job
-in the local pool (focalbench.pool), then a summary.
+"""`focalbench sweep`: a grid from Hydra's override grammar -> a plan -> the pending jobs, run in
+the local pool (focalbench.pool) or as one SLURM job array (focalbench.sweep_slurm), then a summary.
 
-Each job is `python -m focalbench train OVERRIDES sweep_id=... job_name=...`, which writes its own
-CSV row; the sweep adds a row only for a job that ended without writing one (`interrupted` if a
-signal stopped it, else `failed`). Re-running the command skips ok jobs and resumes the others from
-their checkpoints; a job still running in another process is waited for, never started twice (run
-lock).
+Each job is one `focalbench train OVERRIDES sweep_id=... job_name=...`, which writes its own CSV
+row; the sweep adds a row only for a job that ended without writing one (`interrupted` if it was
+stopped from outside, else `failed`). Re-running the command skips ok jobs before anything is
+started or submitted and resumes the others from their checkpoints; a job still running in another
+process is waited for, never started twice (run lock). `hydra.launcher.*` overrides say where jobs
+run, not what they compute: they stay out of the sweep id and the jobs' configs.
 """
 
 from __future__ import annotations
 
 import hashlib
-import signal
 import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from focalbench.config import RunConfig, compose, search_grid
 from focalbench.errors import InputError
 from focalbench.pool import check_gpus, job_command, popen_job, run_pool, slot_envs
-from focalbench.results.store import (
-    append_row,
-    is_running,
-    latest_rows,
-    read_rows,
-    run_dir,
-    safe_name,
+from focalbench.results.store import is_running, latest_rows, read_rows, safe_name
+from focalbench.sweep_report import (  # noqa: F401  (record_crash, rows_of: part of this API)
+    JobsProgress,
+    plan_table,
+    record_crash,
+    rows_of,
+    summary_table,
+    varying_overrides,
 )
 
 DONE = "done"
@@ -88,6 +90,18 @@ def expand_grid(overrides: Sequence[str]) -> list[list[str]]:
     return batch
 
 
+def split_launcher_overrides(overrides: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(the runs' overrides, the `hydra.launcher.*` ones)."""
+    launcher = [o for o in overrides if o.lstrip("+~").startswith("hydra.launcher.")]
+    runs = [o for o in overrides if o not in launcher]
+    chosen = [o for o in runs if o.lstrip("+~").startswith("hydra/launcher=")]
+    if chosen:
+        raise InputError(
+            f"{chosen[0]}: choose the launcher with --launcher (pool, submitit_slurm, ...)"
+        )
+    return runs, launcher
+
+
 def default_sweep_id(overrides: Sequence[str]) -> str:
     """Same command -> same sweep id -> same folder, so re-running a sweep resumes it."""
     return "sweep-" + hashlib.sha1(" ".join(sorted(overrides)).encode()).hexdigest()[:8]
@@ -113,7 +127,7 @@ def make_plan(
     csv_path = Path(plan.jobs[0].cfg.results_dir) / "runs.csv"
     latest = latest_rows(read_rows(csv_path)) if csv_path.is_file() else {}
     for job in plan.jobs:
-        job.previous = latest.get(job.run_id, {}).get("status", "")
+        job.previous = previous_status(latest, job.cfg)
         if job.previous == "ok" and not force:
             job.state = DONE
         elif job.previous in ("failed", "diverged") and not (retry_failed or force):
@@ -122,92 +136,14 @@ def make_plan(
     return plan
 
 
-# exit statuses of a job stopped from outside (a kill, the OOM killer, a sweep stopping it): the
-# next run resumes it; any other ending without a row (a crashed interpreter, bad input) fails
-_STOP_SIGNALS = (signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-_INTERRUPTED_EXITS = {-int(s) for s in _STOP_SIGNALS} | {128 + int(s) for s in _STOP_SIGNALS}
-
-
-def record_crash(job: Job, code: int, log_path: Path) -> None:
-    """A job that ended without writing its row still gets one: `interrupted` if it was stopped
-    (resumed by the next run), else `failed` with the last line of its log."""
-    tail = ""
-    if log_path.is_file():
-        lines = [ln for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()]
-        tail = lines[-1][:300] if lines else ""
-    reason = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
-    cfg = job.cfg
-    append_row(
-        Path(cfg.results_dir) / "runs.csv",
-        {
-            "run_id": job.run_id,
-            "sweep_id": cfg.sweep_id,
-            "status": "interrupted" if code in _INTERRUPTED_EXITS else "failed",
-            "model": cfg.model.name,
-            "loss": cfg.loss.name,
-            "seed": cfg.seed,
-            "dataset": cfg.data.name,
-            "run_dir": str(run_dir(cfg.results_dir, job.run_id, cfg.sweep_id, job.run_id)),
-            "error": f"{reason}: {tail}" if tail else reason,
-        },
-    )
-
-
-def rows_of(csv_path: Path, run_id: str) -> int:
-    """How many rows runs.csv holds for run_id (0 without a runs.csv)."""
-    return sum(r["run_id"] == run_id for r in read_rows(csv_path)) if csv_path.is_file() else 0
+def previous_status(latest: dict[str, dict[str, str]], cfg: RunConfig) -> str:
+    """The status of a config's latest attempt, under its run id or the id an older schema gave it
+    (RunConfig.run_ids): an ok row under either means done."""
+    statuses = [latest[rid].get("status", "") for rid in cfg.run_ids if rid in latest]
+    return "ok" if "ok" in statuses else (statuses[0] if statuses else "")
 
 
 # ---- the command ---------------------------------------------------------------------------------
-def plan_table(plan: Plan):
-    from rich.table import Table
-
-    table = Table(title=f"sweep {plan.sweep_id}", title_justify="left")
-    for col in ("#", "run id", "overrides", "state"):
-        table.add_column(col)
-    for i, job in enumerate(plan.jobs):
-        state = job.state if job.state != "failed" else f"{job.previous} (--retry-failed re-runs)"
-        if job.elsewhere:
-            state += " (running in another process: waited for)"
-        table.add_row(str(i), job.run_id, " ".join(job.overrides), state)
-    return table
-
-
-def varying_overrides(plan: Plan, job: Job) -> str:
-    """The overrides of a job that not every job of the sweep shares (what tells the jobs apart)."""
-    common = set.intersection(*(set(j.overrides) for j in plan.jobs))
-    return " ".join(o for o in job.overrides if o not in common) or " ".join(job.overrides)
-
-
-def summary_table(plan: Plan):
-    from rich.table import Table
-
-    latest = latest_rows(read_rows(Path(plan.jobs[0].cfg.results_dir) / "runs.csv"))
-    table = Table(title=f"sweep {plan.sweep_id}: results", title_justify="left")
-    for col in ("run id", "job", "status", "mAP", "AP50", "laece0", "wall s", "error"):
-        table.add_column(
-            col, justify="right" if col in ("mAP", "AP50", "laece0", "wall s") else "left"
-        )
-    for job in plan.jobs:
-        row = latest.get(job.run_id, {})
-        table.add_row(
-            job.run_id,
-            varying_overrides(plan, job),
-            row.get("status", "not run"),
-            *(_short(row.get(k, "")) for k in ("mAP", "AP50", "laece0")),
-            row.get("wall_s", ""),
-            (row.get("error") or "")[:60],
-        )
-    return table
-
-
-def _short(cell: str) -> str:
-    try:
-        return f"{float(cell):.4f}"
-    except ValueError:
-        return cell
-
-
 def run_sweep(
     overrides: Sequence[str],
     jobs: int = 1,
@@ -218,17 +154,31 @@ def run_sweep(
     force: bool = False,
     retry_failed: bool = False,
     console=None,
+    launcher: str = "pool",
+    pending_warn_min: float = 10.0,
 ) -> int:
-    """Plan, print, run the pending jobs in the pool, print the summary. Returns the exit code (1 if
-    a job failed)."""
+    """Plan, print, run the pending jobs (local pool, or SLURM with launcher="submitit_slurm"),
+    print the summary. Returns the exit code (1 if a job did not end ok)."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     console = console or Console()
+    if launcher not in ("pool", "submitit_slurm"):
+        raise InputError(f"launcher={launcher!r}; choose from ['pool', 'submitit_slurm']")
+    overrides, launcher_overrides = split_launcher_overrides(overrides)
+    if launcher == "pool" and launcher_overrides:
+        raise InputError(
+            f"{launcher_overrides[0]} sets a cluster launcher; the local pool takes --jobs, "
+            "--gpus and --jobs-per-gpu (or give --launcher submitit_slurm)"
+        )
     if jobs < 1 or jobs_per_gpu < 1:
         raise InputError(f"--jobs={jobs} and --jobs-per-gpu={jobs_per_gpu} must be at least 1")
     if gpus:
         check_gpus(gpus)
+    slurm = None
+    if launcher != "pool":  # checked before planning: a request that can never start fails at once
+        from focalbench.sweep_slurm import slurm_request
+
+        slurm = slurm_request(launcher_overrides, console, not dry_run, pending_warn_min)
     plan = make_plan(overrides, sweep_id, force=force, retry_failed=retry_failed)
     todo = plan.to_run
     n_done = sum(j.state == DONE for j in plan.jobs)
@@ -242,10 +192,44 @@ def run_sweep(
     if dry_run:
         console.print(plan_table(plan))
         return 0
-    envs = slot_envs(jobs, gpus, jobs_per_gpu)
-    sweep_dir = Path(plan.jobs[0].cfg.results_dir) / "sweeps" / plan.sweep_id
-    csv_path = Path(plan.jobs[0].cfg.results_dir) / "runs.csv"
-    codes: dict[str, int] = {}
+    failed = execute_plan(plan, jobs, gpus, jobs_per_gpu, force, console, slurm=slurm)
+    if todo or n_done:
+        console.print(summary_table(plan))
+    return 1 if failed else 0
+
+
+def execute_plan(
+    plan: Plan,
+    jobs: int = 1,
+    gpus: Sequence[int] | None = None,
+    jobs_per_gpu: int = 1,
+    force: bool = False,
+    console=None,
+    slurm: dict[str, Any] | None = None,
+) -> int:
+    """Run the plan's pending jobs with live progress: in the local pool, or as a SLURM job array
+    when `slurm` holds a fitted request (sweep_slurm.slurm_request). Returns how many did not end
+    ok. Ctrl-C or SIGTERM stops (or cancels) the jobs, which record themselves `interrupted`."""
+    from rich.console import Console
+
+    todo = plan.to_run
+    if not todo:
+        return 0
+    with JobsProgress(console or Console(), todo) as view:
+        if slurm is not None:
+            from focalbench.sweep_slurm import run_on_slurm
+
+            statuses = run_on_slurm(plan, todo, slurm, force, view)
+        else:
+            statuses = _run_local(plan, todo, slot_envs(jobs, gpus, jobs_per_gpu), force, view)
+    return sum(status != "ok" for status in statuses.values())
+
+
+def _run_local(plan: Plan, todo: list[Job], envs, force: bool, view: JobsProgress) -> dict:
+    """The pending jobs in the local pool, one fresh process each; {run_id: ok | failed}."""
+    sweep_dir = Path(todo[0].cfg.results_dir) / "sweeps" / plan.sweep_id
+    csv_path = Path(todo[0].cfg.results_dir) / "runs.csv"
+    statuses: dict[str, str] = {}
     rows_before: dict[str, int] = {}
 
     def launch(job: Job, env: dict[str, str]):
@@ -254,57 +238,45 @@ def run_sweep(
         extra = [f"sweep_id='{plan.sweep_id}'", f"job_name='{job.run_id}'", "train.progress=false"]
         if force:
             extra.append("--force")
+        view.set(job.run_id, "running")
         return popen_job(
             job_command(job.overrides, extra), env, sweep_dir / "logs" / f"{job.run_id}.log"
         )
 
-    progress = Progress(
-        TextColumn("[bold]jobs"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    )
-
     def on_done(job: Job, code: int, env: dict[str, str]) -> None:
-        codes[job.run_id] = code
         # a job that wrote its row (any status) is recorded; one that ended without a row (killed
         # before or after training, a crashed interpreter, bad input) gets one here. Counting rows,
         # not reading the exit code: a job killed just after its ok row must not get a second row.
         if code != 0 and rows_of(csv_path, job.run_id) == rows_before[job.run_id]:
             record_crash(job, code, sweep_dir / "logs" / f"{job.run_id}.log")
+        statuses[job.run_id] = "ok" if code == 0 else "failed"
         mark = "[green]ok[/]" if code == 0 else f"[red]exit {code}[/]"
-        progress.console.print(f"{mark} {job.run_id} {' '.join(job.overrides)}")
-        progress.advance(task)
+        line = f"{mark} {job.run_id} {varying_overrides(plan, job)}"
+        view.set(job.run_id, statuses[job.run_id], line=line)
 
     try:
-        with progress:
-            task = progress.add_task("jobs", total=len(todo))
-            run_pool(todo, envs, launch, on_done)
+        run_pool(todo, envs, launch, on_done)
     except KeyboardInterrupt:
-        console.print(
+        view.say(
             "interrupted: the running jobs were stopped and recorded `interrupted`; "
             "run the same command again to resume them"
         )
         raise
-    if todo or n_done:
-        console.print(summary_table(plan))
-    failed = [rid for rid, code in codes.items() if code != 0]
-    return 1 if failed else 0
+    return statuses
 
 
 def run_hydra_launcher(
     overrides: Sequence[str], launcher: str, sweep_id: str | None, dry_run: bool = False
 ) -> int:
-    """A sweep through a Hydra launcher (e.g. submitit_slurm): a Hydra multirun of
-    focalbench.train."""
+    """A sweep through another Hydra launcher (e.g. basic): a Hydra multirun of focalbench.train.
+    It submits every job of the grid; jobs with an ok row skip themselves."""
     from focalbench.config import group_options
 
     choices = ["pool", *group_options("hydra/launcher"), "gpu_pool"]
     if launcher not in choices:
         raise InputError(f"--launcher={launcher!r}; choose from {sorted(set(choices))}")
-    sid = safe_name(sweep_id, "--sweep-id") if sweep_id else default_sweep_id(overrides)
+    runs, _ = split_launcher_overrides(overrides)
+    sid = safe_name(sweep_id, "--sweep-id") if sweep_id else default_sweep_id(runs)
     cmd = [
         sys.executable,
         "-m",

@@ -24,6 +24,7 @@ import torch
 from focalbench.config import compose
 from focalbench.matching import MATCH_COSTS, HungarianMatcher
 from focalbench.models import build_model
+from focalbench.models.detr_criterion import normalized_targets
 
 
 def random_batch(batch: int, size: int, classes: int, generator: torch.Generator):
@@ -85,9 +86,9 @@ def main() -> None:
     with torch.no_grad():
         logits, boxes = model.head_outputs(images)
     logits, boxes = logits[-1], boxes[-1]
-    gts = model.normalized_targets(targets, (S, S))
+    gts = normalized_targets(targets, (S, S))
     matchers = {
-        name: HungarianMatcher(name, alpha=0.25, gamma=2.0, softmax=model.softmax)
+        name: HungarianMatcher(name, alpha=0.25, gamma=2.0, softmax=model.criterion.cls_loss.softmax)
         for name in MATCH_COSTS
     }
     layers = cfg.model.dec_layers if cfg.model.aux_loss else 1

@@ -21,7 +21,7 @@ import time
 import torch
 from torchvision.models.detection.retinanet import RetinaNet
 
-from focalbench.config import LossCfg, ModelCfg
+from focalbench.config import LossCfg, RetinaNetCfg
 from focalbench.models import compile_model
 from focalbench.models.retinanet import build_retinanet
 
@@ -45,7 +45,7 @@ def batch(n: int, size: int, device: torch.device):
 def build(size: int, device: torch.device, stock: bool, amp: bool, compiled: bool):
     loss_cfg = LossCfg(name="focal", alpha=0.25, gamma=2.0, normalization="num_pos_per_image")
     torch.manual_seed(0)  # identical weights in every variant
-    model = build_retinanet(ModelCfg(), loss_cfg, 6, size).to(device).train()
+    model = build_retinanet(RetinaNetCfg(), loss_cfg, 6, size).to(device).train()
     if stock:  # torchvision's head loss
         model.compute_loss = lambda t, h, a: RetinaNet.compute_loss(model, t, h, a)
     if amp:  # what a run does on CUDA

@@ -56,16 +56,19 @@ def test_alpha_null_means_no_balancing():
             ["model=detr", "experiment=smoke"],
             "unknown option model.fpn_channels; valid model option",
         ),
-        (
-            ["loss=qfl", "loss.gamma=1"],
-            "valid loss options for loss=qfl: ['alpha', 'beta', 'name',",
-        ),
+        (["loss.delta=1"], "unknown option loss.delta; valid loss options for loss=focal: ['alp"),
         (["model.norm=group"], "model.norm='group' is not valid; choose from ['auto', 'bn', 'fro"),
         (["model.weights=''"], "model.weights='' must be null, a torchvision weights name such as"),
         (["logger=csv"], "unknown logger 'csv'; choose from ['wandb']"),
         (["data=coco"], "data.ann"),
         (["train.optimizer=adam"], "choose from ['adamw', 'sgd']"),
-        (["loss=focal", "loss.alpha=[0.1,0.2]"], "per-class list"),
+        # per-class alpha: a list (focal, softmax_focal), or a word (focal)
+        (["loss=vfl", "loss.alpha=[0.1,0.2]"], "per-class list is supported by focal and softm"),
+        (["loss.alpha=[0.2,1.5]"], "loss.alpha[1]=1.5 is out of range; expected a value in [0.0,"),
+        (["loss.alpha=[0.2,null]"], "loss.alpha[1]=None is not a number; per-class weights lie"),
+        (["loss.alpha=balanced"], "loss.alpha='balanced' is not valid; give a number in [0, 1], n"),
+        (["loss.alpha=balanced"], "or one of ['inverse_freq']"),
+        (["loss=softmax_focal", "loss.alpha=inverse_freq"], "supported by loss=focal only, not"),
     ],
 )
 def test_bad_config_is_one_line_naming_the_option(overrides, needle):
@@ -138,8 +141,13 @@ def test_config_reads_the_loss_table_without_torch():
 def test_unused_hyperparameters_do_not_split_the_run_id():
     bce = compose(["loss=bce"])
     assert compose(["loss=bce", "loss.gamma=2", "loss.alpha=0.5"]).run_id == bce.run_id
-    # qfl.yaml has no gamma (only `++` adds it); LossCfg.params leaves it out of the id anyway
-    assert compose(["loss=qfl", "++loss.gamma=5"]).run_id == compose(["loss=qfl"]).run_id
+    # qfl.yaml sets no gamma, the base in config.yaml has the key: a grid across losses composes
+    assert compose(["loss=qfl", "loss.gamma=5"]).run_id == compose(["loss=qfl"]).run_id
+    assert compose(["loss=focal", "loss.beta=5"]).run_id == compose(["loss=focal"]).run_id
+    from focalbench.sweep import make_plan
+
+    plan = make_plan(["experiment=smoke", "loss=focal,qfl,bce", "loss.gamma=1,2", "loss.beta=1,2"])
+    assert len(plan.jobs) == 2 + 2 + 1  # focal per gamma, qfl per beta, bce once
     assert compose(["loss=qfl", "loss.beta=1"]).run_id != compose(["loss=qfl"]).run_id
 
 
@@ -233,3 +241,76 @@ def test_a_config_yaml_of_the_first_schema_reads_as_todays_config():
 def test_logging_to_wandb_is_a_group_option_off_by_default():
     assert not compose([]).wandb.enabled
     assert compose(["logger=wandb"]).wandb.enabled
+
+
+# ---- per-class alpha: loss.alpha=[...] and loss.alpha=inverse_freq --------------------------------
+
+
+def test_inverse_freq_alpha_formula():
+    from focalbench.config import inverse_freq_alpha
+
+    assert inverse_freq_alpha([50, 50, 50, 50]) == (0.25, 0.25, 0.25, 0.25)  # balanced: Lin's 0.25
+    # 1/n = [1, 1/2, 1/4], mean 7/12: alpha = 0.25 * (1/n) * 12/7 = [3/7, 3/14, 3/28]
+    assert inverse_freq_alpha([1, 2, 4]) == (0.4286, 0.2143, 0.1071)  # 4 significant digits
+    # clipped to 1: 1/n = [1, 1/1000 x 9], mean ~0.109 -> 0.25 / 0.109 > 1
+    assert inverse_freq_alpha([1] + [1000] * 9)[0] == 1.0
+    assert inverse_freq_alpha([0, 1]) == (0.25, 0.25)  # a class without annotations counts as 1
+
+
+def test_inverse_freq_resolves_to_the_run_of_its_list():
+    """The run id records the resolved list: inverse_freq and the same list typed by hand are one
+    config (alpha_from, where the list came from, is not science); config.yaml keeps both."""
+    import yaml
+
+    word = compose(["loss.alpha=inverse_freq"])
+    assert word.loss.alpha == "inverse_freq"  # compose does not read data: engine.alpha resolves
+    resolved = dataclasses.replace(word, loss=word.loss.with_class_counts([10, 20, 40, 5, 5, 20]))
+    assert resolved.loss.alpha_from == "inverse_freq" and len(resolved.loss.alpha) == 6
+    typed = compose(["loss.alpha=[" + ",".join(map(str, resolved.loss.alpha)) + "]"])
+    assert typed.loss.alpha_from is None and typed.run_id == resolved.run_id != word.run_id
+    assert resolved.science()["loss"]["alpha"] == resolved.loss.alpha
+    saved = yaml.safe_load(to_yaml(resolved))
+    assert saved["loss"]["alpha"] == list(resolved.loss.alpha)
+    assert saved["loss"]["alpha_from"] == "inverse_freq"
+    back = from_container({k: saved[k] for k in ("model", "loss", "matcher", "data", "train")})
+    assert back.loss == resolved.loss and back.run_id == resolved.run_id
+    # a per-class list keeps ids apart from the float, as any other value does
+    assert compose(["loss.alpha=[0.25,0.25]"]).run_id != compose(["loss.alpha=0.25"]).run_id
+
+
+def test_inverse_freq_run_records_the_list(tmp_path, monkeypatch):
+    """A real run: the counts come from the training annotations, and the run id, CSV row,
+    config.yaml and metrics.json carry the list used."""
+    import json
+
+    import yaml
+
+    from focalbench.engine.alpha import class_counts, resolve_alpha, training_annotations
+    from focalbench.engine.run import run
+    from focalbench.results.store import read_rows
+    from tests.conftest import TINY
+
+    monkeypatch.chdir(tmp_path)
+    cfg = compose([*TINY, "loss.alpha=inverse_freq", "train.progress=false"])
+    resolved = resolve_alpha(cfg)
+    ann = json.loads(training_annotations(cfg).read_text())
+    counts = [0] * len(ann["categories"])
+    order = sorted(c["id"] for c in ann["categories"])
+    for a in ann["annotations"]:
+        counts[order.index(a["category_id"])] += 1
+    assert class_counts(training_annotations(cfg)) == counts
+    from focalbench.config import inverse_freq_alpha
+
+    assert resolved.loss.alpha == inverse_freq_alpha(counts)
+    result = run(cfg)
+    assert result.status == "ok", result.error
+    assert result.run_id == resolved.run_id
+    (row,) = read_rows(tmp_path / "results" / "runs.csv")
+    assert row["run_id"] == resolved.run_id
+    assert row["alpha"] == "[" + ",".join(f"{a:.6g}" for a in resolved.loss.alpha) + "]"
+    saved = yaml.safe_load((result.run_dir / "config.yaml").read_text())
+    assert saved["loss"]["alpha"] == list(resolved.loss.alpha) and saved["run_id"] == result.run_id
+    metrics = json.loads((result.run_dir / "metrics.json").read_text())
+    assert metrics["loss_alpha"] == list(resolved.loss.alpha)
+    assert metrics["loss_alpha_from"] == "inverse_freq"
+    assert run(cfg).status == "skipped"  # the same word again: the same (resolved) run

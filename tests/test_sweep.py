@@ -46,7 +46,8 @@ def test_every_ready_made_grid_plans_distinct_runs():
     sizes = {"focal_alpha_gamma": 20, "losses": 6, "detr_matchers": 4}
     assert sorted(sizes) == group_options("hparams_search")
     for name, size in sizes.items():
-        plan = make_plan([f"hparams_search={name}", "experiment=smoke"])
+        smoke = "experiment=detr_smoke" if name.startswith("detr") else "experiment=smoke"
+        plan = make_plan([f"hparams_search={name}", smoke])
         assert len({job.run_id for job in plan.jobs}) == size, name
 
 
@@ -176,3 +177,27 @@ def test_run_ids_that_look_like_numbers_stay_names():
     assert cfg.job_name == "681005e123" and cfg.sweep_id == "12e3"
     with pytest.raises(InputError, match="quote it"):
         compose(["job_name=681005e123"])
+
+
+def test_the_live_view_counts_jobs_by_state():
+    """The same view for the local pool and SLURM: pending (with SLURM's reasons), running, done,
+    failed; a line per event."""
+    import io
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from focalbench.sweep_report import JobsProgress
+
+    out = io.StringIO()
+    jobs = [SimpleNamespace(run_id=r) for r in "abcde"]
+    with JobsProgress(Console(file=out, width=200), jobs) as view:
+        assert view.counts() == "5 pending · 0 running · 0 done · 0 failed"
+        view.set("a", "pending", "Resources", line="pending a, Resources")
+        view.set("b", "pending", "Priority")
+        view.set("c", "running")
+        view.set("d", "ok", line="ok d")
+        view.set("e", "interrupted")
+        assert view.counts() == "2 pending (Priority, Resources) · 1 running · 1 done · 1 failed"
+        assert view.progress.tasks[0].completed == 2
+    assert out.getvalue().splitlines()[:2] == ["pending a, Resources", "ok d"]

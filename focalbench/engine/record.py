@@ -39,9 +39,12 @@ def base_row(cfg: RunConfig, rdir: Path, device: torch.device) -> dict[str, Any]
     """The config half of the CSV row."""
     params = cfg.loss.params
     alpha = params.get("alpha")
+    if isinstance(alpha, tuple):  # per class: one cell holding the bracketed list, "[0.1,0.4]"
+        alpha = "[" + ",".join(f"{a:.6g}" for a in alpha) + "]"
     return {
         "run_id": cfg.run_id,
         "sweep_id": cfg.sweep_id,
+        "config_id": cfg.config_id,  # what the leaderboard groups by: the run id without the seed
         "model": cfg.model.name,
         "backbone": cfg.model.backbone,
         "loss": cfg.loss.name,

@@ -23,6 +23,7 @@ import torch
 from filelock import Timeout
 
 from focalbench.config import RunConfig, to_yaml
+from focalbench.engine.alpha import resolve_alpha
 from focalbench.engine.checkpoint import Checkpointer
 from focalbench.engine.datasets import build_datasets
 from focalbench.engine.dist import Dist, setup_dist, wrap
@@ -62,6 +63,8 @@ def run(cfg: RunConfig, force: bool = False, console=None) -> RunResult:
     attempt like Ctrl-C.
     """
     say = console.print if console is not None else (lambda *a, **k: None)
+    # loss.alpha=inverse_freq becomes its per-class list first: the run id records the list
+    cfg = resolve_alpha(cfg, say)
     # an unsafe sweep_id/job_name is bad input: refused before anything is written
     rdir = run_dir(cfg.results_dir, cfg.run_id, cfg.sweep_id, cfg.job_name)
     with sigterm_as_interrupt(), _one_attempt_at_a_time(cfg.results_dir, cfg.run_id, say):
@@ -97,7 +100,9 @@ def _attempt(cfg: RunConfig, rdir: Path, force: bool, say) -> RunResult:
     dist, train_ds, val_ds, model = _prepare(cfg, rdir, force)
     from focalbench.results.wandb_logger import WandbLogger
 
-    desc = f"{cfg.model.name} {cfg.loss.name} a={cfg.loss.alpha} g={cfg.loss.gamma}"
+    desc = " ".join(
+        [cfg.model.name, cfg.loss.name, *(f"{k}={v}" for k, v in cfg.loss.params.items())]
+    )
     detr = cfg.model.name == "detr"
     tags = [cfg.model.name, cfg.loss.name] + ([cfg.matcher.name] if detr else [])
     wandb_cfg = cfg.wandb if dist.is_main else replace(cfg.wandb, enabled=False)
@@ -202,6 +207,9 @@ def _train_and_evaluate(
     metrics = evaluate(model, val_loader, val_ds, cfg.data.image_size, device, rdir)
     metrics["imgs_per_s"] = fit_info["imgs_per_s"]
     metrics["run_id"] = cfg.run_id
+    if isinstance(cfg.loss.params.get("alpha"), tuple):  # the per-class alpha used, and its origin
+        metrics["loss_alpha"] = list(cfg.loss.params["alpha"])
+        metrics["loss_alpha_from"] = cfg.loss.alpha_from  # inverse_freq, or None: given as a list
     metrics["resumed_from_epoch"] = fit_info["resumed_from"]
     spawned = os.environ.get("FOCALBENCH_SPAWN_T")  # set by the sweep pool when it starts the job
     if spawned and fit_info["first_step_at"]:

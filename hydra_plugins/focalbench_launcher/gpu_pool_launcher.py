@@ -68,13 +68,24 @@ class GpuPoolLauncher(Launcher):
             print(f"[gpu_pool] job {item[0]} {' '.join(item[1])}: exit {code}", flush=True)
 
         run_pool(items, envs, launch, on_done)
-        returns = []
-        for idx, overrides in items:
-            ret = JobReturn(
-                overrides=list(overrides),
-                task_name="focalbench",
-                status=JobStatus.COMPLETED,
-                _return_value=codes[idx],
-            )
-            returns.append(ret)
-        return returns
+        return [
+            _job_return(list(overrides), codes[idx], Path(self.log_dir) / f"job{idx}.log")
+            for idx, overrides in items
+        ]
+
+
+def _job_return(overrides: list[str], code: int, log_path: Path) -> JobReturn:
+    """COMPLETED for exit code 0; else FAILED with an error naming the exit code, the last line of
+    the job's log and the log's path. Hydra's sweeper raises the first FAILED job's error once the
+    whole batch has run, so the multirun exits non-zero."""
+    ret = JobReturn(overrides=overrides, task_name="focalbench", status=JobStatus.COMPLETED)
+    if code == 0:
+        ret.return_value = 0
+        return ret
+    lines = log_path.read_text(errors="replace").splitlines() if log_path.is_file() else []
+    tail = next((ln.strip() for ln in reversed(lines) if ln.strip()), "")
+    how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+    tail = f": {tail}" if tail else ""
+    ret.status = JobStatus.FAILED
+    ret.return_value = RuntimeError(f"job {' '.join(overrides)}: {how}{tail} (log: {log_path})")
+    return ret
