@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ("losses", "train_step", "matching", "eval", "data", "startup", "sweep")
+ORDER = ("losses", "train_step", "matching", "eval", "bootstrap", "data", "startup", "sweep")
 
 
 def main() -> None:

@@ -207,6 +207,7 @@ def _train_and_evaluate(
     metrics = evaluate(model, val_loader, val_ds, cfg.data.image_size, device, rdir)
     metrics["imgs_per_s"] = fit_info["imgs_per_s"]
     metrics["run_id"] = cfg.run_id
+    metrics["val_ann"] = str(Path(val_ds.ann_file).resolve())  # what `compare` pairs runs on
     if isinstance(cfg.loss.params.get("alpha"), tuple):  # the per-class alpha used, and its origin
         metrics["loss_alpha"] = list(cfg.loss.params["alpha"])
         metrics["loss_alpha_from"] = cfg.loss.alpha_from  # inverse_freq, or None: given as a list

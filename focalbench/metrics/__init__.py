@@ -3,6 +3,9 @@ LRP, D-ECE, Brier) of any COCO results file. numpy only on the import path; matp
 when plotting.
 
     from focalbench.metrics import evaluate, evaluate_files, COCO_STAT_KEYS, plot_reliability
+
+The paired bootstrap of `focalbench compare` (bootstrap.paired_bootstrap over
+resample.ResampledMetrics, which need scipy.sparse) is imported from its modules, not here.
 """
 
 import warnings

@@ -23,143 +23,25 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
-Floats = npt.NDArray[np.float64]
-Ints = npt.NDArray[np.int64]
-Bools = npt.NDArray[np.bool_]
+# the matching lives in match.py; its names stay importable from here
+from .match import (  # noqa: F401
+    AREA_ALL,
+    MAX_DETS,
+    Bools,
+    Candidates,
+    DetectionSet,
+    Floats,
+    Ints,
+    box_iou,
+    candidates,
+    greedy_match,
+)
 
-MAX_DETS = 100  # per image and class, as COCOeval: lower-scoring ones are not evaluated at all
-AREA_ALL = (0.0, 1e10)  # COCOeval's 'all' range; a gt 'area' outside it is ignored like a crowd
 TAU = 0.0  # LaECE0/LaACE0/LRP: a TP needs IoU > TAU, so a box with no overlap never matches
 LAECE_BINS = 25
 DECE_IOU, DECE_BINS, DECE_SCORE_MIN = 0.5, 10, 0.3  # D-ECE: TP at IoU >= 0.5, scores >= 0.3
 BRIER_IOU = 0.5
-
-
-@dataclass(frozen=True)
-class DetectionSet:
-    """Ground truth and detections as arrays: G ground truths, D detections, I images, K classes.
-
-    `*_img` / `*_cat` index `img_ids` / `cat_ids` (both ascending, COCOeval's order). Boxes are
-    COCO xywh. Detections keep their input order: it breaks score ties, as in COCOeval.
-    """
-
-    img_ids: Ints  # [I]
-    cat_ids: Ints  # [K]
-    cat_names: tuple[str, ...]  # [K]
-    gt_img: Ints  # [G]
-    gt_cat: Ints  # [G]
-    gt_box: Floats  # [G, 4]
-    gt_area: Floats  # [G] the annotation's 'area': COCOeval's area ranges use it, not the box
-    gt_crowd: Bools  # [G]
-    gt_id: Ints  # [G] annotation ids (COCOeval reads a match to id 0 as no match; see coco.py)
-    dt_img: Ints  # [D]
-    dt_cat: Ints  # [D]
-    dt_box: Floats  # [D, 4]
-    dt_score: Floats  # [D]
-
-    def gt_ignored(self, lo: float = AREA_ALL[0], hi: float = AREA_ALL[1]) -> Bools:
-        """[G] COCOeval's ignore flag for the area range [lo, hi]: crowd, or 'area' outside."""
-        return self.gt_crowd | (self.gt_area < lo) | (self.gt_area > hi)
-
-
-@dataclass(frozen=True)
-class Candidates:
-    """The N evaluated detections (top MAX_DETS per image and class) and their P gt pairs.
-
-    Detections are sorted by (image, class, score descending, input order). A pair joins a detection
-    with a gt of its image and class. Pairs are sorted by the detection's rank, so those of rank r
-    are the slice rank_start[r]:rank_start[r + 1]; inside it, grouped by detection, gts in input
-    order.
-    """
-
-    det: Ints  # [N] index into ds.dt_*
-    rank: Ints  # [N] position inside its (image, class) group, 0 = highest score
-    pair_det: Ints  # [P] index into the N evaluated detections
-    pair_gt: Ints  # [P] index into ds.gt_*
-    pair_iou: Floats  # [P]
-    rank_start: Ints  # [R + 1]
-
-
-def box_iou(dt: Floats, gt: Floats, crowd: Bools) -> Floats:
-    """IoU of row-aligned xywh boxes dt[P, 4] and gt[P, 4]; a crowd gt's union is the dt's area.
-
-    The same operations in the same order as pycocotools' bbIou: bit-identical values.
-    """
-    w = np.minimum(dt[:, 2] + dt[:, 0], gt[:, 2] + gt[:, 0]) - np.maximum(dt[:, 0], gt[:, 0])
-    h = np.minimum(dt[:, 3] + dt[:, 1], gt[:, 3] + gt[:, 1]) - np.maximum(dt[:, 1], gt[:, 1])
-    inter = w * h
-    dt_area = dt[:, 2] * dt[:, 3]
-    union = np.where(crowd, dt_area, dt_area + gt[:, 2] * gt[:, 3] - inter)
-    iou: Floats = np.divide(inter, union, out=np.zeros_like(inter), where=(w > 0) & (h > 0))
-    return iou
-
-
-def candidates(ds: DetectionSet, max_dets: int = MAX_DETS) -> Candidates:
-    """Rank detections in their (image, class) group, keep the top max_dets, pair them with gts."""
-    K, D = len(ds.cat_ids), len(ds.dt_score)
-    dt_key = ds.dt_img * K + ds.dt_cat  # [D] group id
-    order = np.lexsort((np.arange(D), -ds.dt_score, dt_key))  # score ties keep input order
-    key = dt_key[order]
-    new_group = np.r_[True, key[1:] != key[:-1]] if D else np.zeros(0, bool)
-    rank = np.arange(D) - np.flatnonzero(new_group)[np.cumsum(new_group) - 1]
-    keep = rank < max_dets
-    det, rank, key = order[keep], rank[keep], key[keep]
-
-    gt_order = np.argsort(ds.gt_img * K + ds.gt_cat, kind="stable")
-    gt_key = (ds.gt_img * K + ds.gt_cat)[gt_order]
-    lo = np.searchsorted(gt_key, key, side="left")  # [N] the detection's gts: gt_order[lo:hi]
-    n_pairs = np.searchsorted(gt_key, key, side="right") - lo
-    pair_det = np.repeat(np.arange(len(det)), n_pairs)  # [P]
-    offset = np.arange(len(pair_det)) - np.repeat(np.cumsum(n_pairs) - n_pairs, n_pairs)
-    pair_gt = gt_order[np.repeat(lo, n_pairs) + offset]
-
-    by_rank = np.argsort(rank[pair_det], kind="stable")
-    pair_det, pair_gt = pair_det[by_rank], pair_gt[by_rank]
-    n_ranks = int(rank.max()) + 1 if len(rank) else 0
-    rank_start = np.searchsorted(rank[pair_det], np.arange(n_ranks + 1))
-    iou = box_iou(ds.dt_box[det[pair_det]], ds.gt_box[pair_gt], ds.gt_crowd[pair_gt])
-    return Candidates(det, rank, pair_det, pair_gt, iou, rank_start)
-
-
-def greedy_match(
-    cand: Candidates, gt_crowd: Bools, gt_ignore: Bools, thr: Floats, strict: Bools
-) -> Ints:
-    """COCOeval's greedy matching for C settings at once; returns match[N, C]: a pair or -1.
-
-    Setting c: a pair qualifies if IoU > thr[c] (strict[c]) else IoU >= thr[c]. By descending score
-    each detection takes the qualifying free gt of highest IoU (ties: the later annotation, as
-    COCOeval). Ignored gts (gt_ignore[G, C]: crowd or outside the area range) are only tried when no
-    regular gt qualifies; crowd regions stay free. Detections of equal rank lie in different
-    (image, class) groups and never compete, so each rank is one vectorized step.
-    """
-    N, C = len(cand.det), len(thr)
-    match = np.full((N, C), -1, np.int64)
-    taken = np.zeros((len(gt_crowd), C), bool)  # [G, C]
-    # Pairs below every threshold never match: drop them first (most pairs, in practice).
-    iou_all = cand.pair_iou[:, None]
-    live = np.flatnonzero(np.where(strict, iou_all > thr, iou_all >= thr).any(axis=1))
-    rank_start = np.searchsorted(cand.rank[cand.pair_det[live]], np.arange(len(cand.rank_start)))
-    for r in range(len(rank_start) - 1):
-        p = live[rank_start[r] : rank_start[r + 1]]  # [Pr] pairs of rank r
-        if len(p) == 0:
-            continue
-        d, g, iou = cand.pair_det[p], cand.pair_gt[p], cand.pair_iou[p, None]
-        ok = np.where(strict, iou > thr, iou >= thr) & ~(taken[g] & ~gt_crowd[g, None])  # [Pr, C]
-        ignored = gt_ignore[g]  # [Pr, C]
-        new_det = np.r_[True, d[1:] != d[:-1]]
-        seg = np.flatnonzero(new_det)  # [S] first pair of each detection
-        seg_of = np.cumsum(new_det) - 1  # [Pr]
-        has_regular = np.logical_or.reduceat(ok & ~ignored, seg, axis=0)  # [S, C]
-        usable = ok & (ignored != has_regular[seg_of])
-        score = np.where(usable, iou, -1.0)
-        at_best = usable & (score == np.maximum.reduceat(score, seg, axis=0)[seg_of])
-        pick = np.maximum.reduceat(np.where(at_best, p[:, None], -1), seg, axis=0)  # [S, C]
-        match[d[seg]] = pick
-        rows, cols = np.nonzero(pick >= 0)
-        taken[cand.pair_gt[pick[rows, cols]], cols] = True
-    return match
 
 
 def _segment_cumsum(x: Floats, seg: Ints, n_seg: int) -> Floats:
@@ -171,7 +53,13 @@ def _segment_cumsum(x: Floats, seg: Ints, n_seg: int) -> Floats:
 
 
 def lrp_optimal_thresholds(
-    cat: Ints, score: Floats, tp: Bools, iou: Floats, n_gt: Ints, tau: float = TAU
+    cat: Ints,
+    score: Floats,
+    tp: Bools,
+    iou: Floats,
+    n_gt: Ints | Floats,
+    tau: float = TAU,
+    weight: Floats | None = None,
 ) -> tuple[Floats, Floats]:
     """Per class the score threshold minimising LRP; returns (thr[K], lrp[K]).
 
@@ -180,16 +68,18 @@ def lrp_optimal_thresholds(
     candidates are the distinct scores: unlike the official code, no cut inside a score tie, which
     no threshold can make. Ties between thresholds go to the highest, as its np.argmin. A class
     without any TP has LRP 1 at every threshold: NaN, which keeps all its detections (the official
-    code's behaviour). A class without ground truth: NaN, NaN.
+    code's behaviour). A class without ground truth: NaN, NaN. weight[D] (> 0): how many times
+    each detection counts (its image's count in a bootstrap resample); None: once.
     """
     K = len(n_gt)
     thr, best = np.full(K, np.nan), np.full(K, np.nan)
     order = np.lexsort((-score, cat))
     c, s = cat[order], score[order]
+    w = np.ones(len(c)) if weight is None else np.asarray(weight, np.float64)[order]
     is_tp = tp[order].astype(np.float64)
-    n_tp = _segment_cumsum(is_tp, c, K)
-    n_fp = _segment_cumsum(1.0 - is_tp, c, K)
-    loc = _segment_cumsum(is_tp * (1.0 - iou[order]), c, K)
+    n_tp = _segment_cumsum(w * is_tp, c, K)
+    n_fp = _segment_cumsum(w * (1.0 - is_tp), c, K)
+    loc = _segment_cumsum(w * is_tp * (1.0 - iou[order]), c, K)
     last_of_tie = np.r_[(c[1:] != c[:-1]) | (s[1:] != s[:-1]), True][: len(c)]
     idx = np.flatnonzero(last_of_tie & (n_gt[c] > 0))
     if len(idx) == 0:
@@ -200,7 +90,7 @@ def lrp_optimal_thresholds(
     np.minimum.at(best_all, cls, lrp)
     at_min = lrp == best_all[cls]
     chosen_cls, first = np.unique(cls[at_min], return_index=True)  # first = highest score
-    has_tp = np.bincount(c, weights=is_tp, minlength=K) > 0
+    has_tp = np.bincount(c, weights=w * is_tp, minlength=K) > 0
     thr[chosen_cls] = np.where(has_tp[chosen_cls], s[idx[at_min][first]], np.nan)
     best[chosen_cls] = best_all[chosen_cls]
     return thr, best
@@ -222,6 +112,7 @@ class Calibration:
     n_dets: Ints  # evaluated detections (top MAX_DETS per image, not matched to a crowd region)
     n_kept: Ints  # of those, at or above the threshold
     n_gt: Ints  # non-ignored ground truths
+    n_dece: int  # detections scoring >= DECE_SCORE_MIN: what D-ECE is computed on (0: NaN)
     bin_count: Ints  # [K, B] kept detections per score bin
     bin_score: Floats  # [K, B] their summed scores
     bin_target: Floats  # [K, B] their summed targets (IoU for a TP, 0 for a FP)
@@ -229,6 +120,17 @@ class Calibration:
 
 def _mean(x: Floats) -> float:
     return float(np.mean(x)) if len(x) else float("nan")
+
+
+def _sum_by(index: Ints, weights: Floats, n: int) -> Floats:
+    """np.bincount with weights, typed as the floats it returns."""
+    out: Floats = np.bincount(index, weights, n).astype(np.float64, copy=False)
+    return out
+
+
+def _counts(x: Floats) -> Ints:
+    """Weighted counts back to integers (the weights are image counts)."""
+    return np.rint(x).astype(np.int64)
 
 
 def laece_bins(score: Floats, n_bins: int = LAECE_BINS) -> Ints:
@@ -243,6 +145,51 @@ def dece_bins(score: Floats, n_bins: int = DECE_BINS) -> Ints:
     return np.clip(np.searchsorted(edges, score, side="right") - 1, 0, n_bins - 1)
 
 
+@dataclass(frozen=True)
+class Records:
+    """The evaluated detections after the one matching, and the non-ignored ground truths: all the
+    calibration metrics aggregate. Setting 0 is tau = 0 (IoU > 0: LaECE0, LaACE0, LRP), setting 1
+    IoU >= 0.5 (D-ECE, Brier). Re-weighting images (a bootstrap resample) re-aggregates them
+    without matching again."""
+
+    img: Ints  # [N] image index
+    cat: Ints  # [N]
+    score: Floats  # [N]
+    tp: Bools  # [N, 2]
+    target: Floats  # [N, 2] IoU for a TP, 0 for a FP
+    valid: Bools  # [N, 2] False: matched to a crowd region, neither TP nor FP (left out)
+    gt_img: Ints  # [G'] the ground truths that count (not crowd, 'area' inside AREA_ALL)
+    gt_cat: Ints  # [G']
+    n_img: int
+    n_cat: int
+
+
+def match_records(ds: DetectionSet, cand: Candidates) -> Records:
+    """Match once at IoU > 0 and IoU >= 0.5 (greedy_match) and keep one record per detection."""
+    ignored_gt = ds.gt_ignored()
+    settings = np.array([TAU, DECE_IOU]), np.array([True, False])  # IoU > 0, IoU >= 0.5
+    both = np.stack([ignored_gt, ignored_gt], axis=1)  # [G, 2]
+    match = greedy_match(cand, ds.gt_crowd, both, *settings)  # [N, 2]
+    matched = match >= 0
+    crowd_hit = np.zeros_like(matched)  # [N, 2]
+    crowd_hit[matched] = ignored_gt[cand.pair_gt[match[matched]]]
+    tp = matched & ~crowd_hit
+    target = np.zeros(match.shape)  # IoU for a TP, 0 for a FP
+    target[tp] = cand.pair_iou[match[tp]]
+    return Records(
+        img=ds.dt_img[cand.det],
+        cat=ds.dt_cat[cand.det],
+        score=ds.dt_score[cand.det],
+        tp=tp,
+        target=target,
+        valid=~crowd_hit,
+        gt_img=ds.gt_img[~ignored_gt],
+        gt_cat=ds.gt_cat[~ignored_gt],
+        n_img=len(ds.img_ids),
+        n_cat=len(ds.cat_ids),
+    )
+
+
 def calibration_metrics(
     ds: DetectionSet, cand: Candidates, threshold: str | float = "lrp"
 ) -> Calibration:
@@ -254,68 +201,79 @@ def calibration_metrics(
       LaACE0 = the same with adaptive bins of one detection each (the official LaACE0), i.e. the
       mean |score - target|. Both are averaged over classes with ground truth and >= 1 kept
       detection; LRP over classes with ground truth (no kept detection: 1).
-    D-ECE: every class pooled, scores >= 0.3, TP at IoU >= 0.5, 10 bins, sum_b (n_b/N)|acc - conf|.
+    D-ECE: every class pooled, scores >= 0.3, TP at IoU >= 0.5, 10 bins, sum_b (n_b/N)|acc - conf|
+      (Küppers et al.; netcal's ECE with sample_threshold 1: an empty bin adds no gap). It does not
+      depend on how the detections split into classes. Defined whenever at least one detection
+      scores >= 0.3 (`n_dece` counts them); with none it is NaN, as in netcal (0 / 0): no bin
+      holds a sample, and 0 would rank a model that is never confident as perfectly calibrated.
+      Early in training (prior-probability init, scores near 0.01) that is the usual case.
     Brier: mean (score - [TP at IoU >= 0.5])^2 over every evaluated detection.
     Detections matched to a crowd region are neither TP nor FP and left out, as in COCOeval.
     """
-    K, B = len(ds.cat_ids), LAECE_BINS
-    ignored_gt = ds.gt_ignored()
-    settings = np.array([TAU, DECE_IOU]), np.array([True, False])  # IoU > 0, IoU >= 0.5
-    both = np.stack([ignored_gt, ignored_gt], axis=1)  # [G, 2]
-    match = greedy_match(cand, ds.gt_crowd, both, *settings)  # [N, 2]
-    matched = match >= 0
-    crowd_hit = np.zeros_like(matched)  # [N, 2]
-    crowd_hit[matched] = ignored_gt[cand.pair_gt[match[matched]]]
-    tp = matched & ~crowd_hit
-    target = np.zeros(match.shape)  # IoU for a TP, 0 for a FP
-    target[tp] = cand.pair_iou[match[tp]]
-    cat, score = ds.dt_cat[cand.det], ds.dt_score[cand.det]
-    n_gt = np.bincount(ds.gt_cat[~ignored_gt], minlength=K)
+    return calibration_from_records(match_records(ds, cand), threshold)
 
-    valid = ~crowd_hit[:, 0]
-    c, s, t, iou = cat[valid], score[valid], tp[valid, 0], target[valid, 0]
+
+def calibration_from_records(
+    rec: Records, threshold: str | float = "lrp", img_weight: Floats | Ints | None = None
+) -> Calibration:
+    """calibration_metrics from matched records; img_weight[I]: how many times each image counts
+    (a bootstrap resample; None: once each). LRP-optimal thresholds are chosen on the weighted set,
+    as they would be on a set with the images repeated."""
+    K, B = rec.n_cat, LAECE_BINS
+    w_img = np.ones(rec.n_img) if img_weight is None else np.asarray(img_weight, np.float64)
+    if w_img.shape != (rec.n_img,) or (w_img < 0).any():
+        raise ValueError(f"img_weight: expected {rec.n_img} weights >= 0, got {w_img.shape}")
+    w = w_img[rec.img]  # [N]
+    n_gt = _sum_by(rec.gt_cat, w_img[rec.gt_img], K)  # [K]
+
+    valid = rec.valid[:, 0] & (w > 0)
+    c, s, t, iou = rec.cat[valid], rec.score[valid], rec.tp[valid, 0], rec.target[valid, 0]
+    wv = w[valid]
+    n_dets = _sum_by(c, wv, K)
     if threshold == "lrp":
-        thr = lrp_optimal_thresholds(c, s, t, iou, n_gt)[0]
+        thr = lrp_optimal_thresholds(c, s, t, iou, n_gt, weight=wv)[0]
     else:
         thr = np.full(K, 0.0 if threshold == "none" else float(threshold))
     keep = s >= np.where(np.isnan(thr), -np.inf, thr)[c]
-    c, s, t, iou = c[keep], s[keep], t[keep], iou[keep]
+    c, s, t, iou, wv = c[keep], s[keep], t[keep], iou[keep], wv[keep]
 
-    n_kept = np.bincount(c, minlength=K)
-    n_tp = np.bincount(c, weights=t, minlength=K)
-    loc = np.bincount(c, weights=t * (1.0 - iou), minlength=K)
+    n_kept = _sum_by(c, wv, K)
+    n_tp = _sum_by(c, wv * t, K)
+    loc = _sum_by(c, wv * t * (1.0 - iou), K)
     flat = c * B + laece_bins(s)
-    bin_count = np.bincount(flat, minlength=K * B).reshape(K, B)
-    bin_score = np.bincount(flat, weights=s, minlength=K * B).reshape(K, B).astype(np.float64)
-    bin_target = np.bincount(flat, weights=iou, minlength=K * B).reshape(K, B).astype(np.float64)
+    bin_count = _sum_by(flat, wv, K * B).reshape(K, B)
+    bin_score = _sum_by(flat, wv * s, K * B).reshape(K, B)
+    bin_target = _sum_by(flat, wv * iou, K * B).reshape(K, B)
     with np.errstate(divide="ignore", invalid="ignore"):
         lrp = (loc / (1.0 - TAU) + (n_kept - n_tp) + (n_gt - n_tp)) / (n_kept - n_tp + n_gt)
         laece = np.abs(bin_score - bin_target).sum(axis=1) / n_kept
-        laace = np.bincount(c, weights=np.abs(s - iou), minlength=K) / n_kept
+        laace = _sum_by(c, wv * np.abs(s - iou), K) / n_kept
     has_gt = n_gt > 0
     rated = has_gt & (n_kept > 0)
     lrp[~has_gt], laece[~rated], laace[~rated] = np.nan, np.nan, np.nan
 
     # D-ECE and Brier: IoU >= 0.5, no threshold, every class (with or without ground truth).
-    valid = ~crowd_hit[:, 1]
-    s, t = score[valid], tp[valid, 1].astype(np.float64)
+    valid = rec.valid[:, 1] & (w > 0)
+    s, t, wv = rec.score[valid], rec.tp[valid, 1].astype(np.float64), w[valid]
     sel = s >= DECE_SCORE_MIN
     b = dece_bins(s[sel])
-    gap = np.abs(np.bincount(b, t[sel], DECE_BINS) - np.bincount(b, s[sel], DECE_BINS))
+    gap = np.abs(_sum_by(b, wv[sel] * t[sel], DECE_BINS) - _sum_by(b, wv[sel] * s[sel], DECE_BINS))
+    n_dece = wv[sel].sum()
     return Calibration(
         laece0=_mean(laece[rated]),
         laace0=_mean(laace[rated]),
         lrp=_mean(lrp[has_gt]),
-        dece=float(gap.sum() / sel.sum()) if sel.any() else float("nan"),
-        brier=_mean((s - t) ** 2),
+        dece=float(gap.sum() / n_dece) if n_dece > 0 else float("nan"),
+        brier=float(np.sum(wv * (s - t) ** 2) / wv.sum()) if len(s) else float("nan"),
         threshold=thr,
         class_laece0=laece,
         class_laace0=laace,
         class_lrp=lrp,
-        n_dets=np.bincount(cat[~crowd_hit[:, 0]], minlength=K),
-        n_kept=n_kept,
-        n_gt=n_gt,
-        bin_count=bin_count,
+        n_dets=_counts(n_dets),
+        n_kept=_counts(n_kept),
+        n_gt=_counts(n_gt),
+        n_dece=int(round(n_dece)),
+        bin_count=_counts(bin_count),
         bin_score=bin_score,
         bin_target=bin_target,
     )
@@ -353,6 +311,8 @@ def protocol(threshold: str | float) -> dict[str, Any]:
             "binning": "equal width over [0, 1], left-closed, last bin closed (netcal)",
             "score_min": DECE_SCORE_MIN,
             "pooled": True,
+            "empty_bins": "no gap, weight 0 (netcal, sample_threshold 1)",
+            "undefined": "NaN when no detection scores >= score_min (dece_n = 0)",
         },
         "brier": {"iou": BRIER_IOU, "iou_rule": "IoU >= iou", "detections": "all, unthresholded"},
     }

@@ -23,7 +23,8 @@ import numpy as np
 from focalbench.errors import InputError
 
 from . import calibration, coco
-from .calibration import Calibration, DetectionSet
+from .calibration import Calibration
+from .match import DetectionSet, candidates
 
 try:  # optional: parses COCO results ~2.5x faster than the json module
     import orjson
@@ -60,7 +61,9 @@ def _no_gc() -> Iterator[None]:
             gc.enable()
 
 
-def _load_json(path: str | Path, what: str) -> Any:
+def load_json(path: str | Path, what: str) -> Any:
+    """Parsed JSON of a file; InputError (one line naming the file) if missing, unreadable or
+    invalid. `what` names the file's role in the message ("ground-truth", "detections")."""
     try:
         data = Path(path).read_bytes()
     except FileNotFoundError:
@@ -244,7 +247,7 @@ def _evaluate(
 ) -> dict[str, Any]:
     if map_backend not in coco.BACKENDS:
         raise InputError(f"map_backend: got {map_backend!r}; choose from {list(coco.BACKENDS)}")
-    cand = calibration.candidates(ds)
+    cand = candidates(ds)
     if map_backend == "numpy":
         stats, precision = coco.coco_eval_numpy(ds, cand)
     else:
@@ -257,6 +260,7 @@ def _evaluate(
 
     result: dict[str, Any] = dict(zip(coco.COCO_STAT_KEYS, stats))
     result.update(laece0=cal.laece0, laace0=cal.laace0, lrp=cal.lrp, dece=cal.dece, brier=cal.brier)
+    result["dece_n"] = cal.n_dece  # D-ECE is NaN exactly when this is 0
     protocol = {"mAP": coco.protocol(map_backend), **calibration.protocol(threshold)}
     protocol["calib_threshold"]["per_class"] = dict(zip(names, map(float, cal.threshold)))
     result["protocol"] = protocol
@@ -288,6 +292,7 @@ def evaluate(
 
     Returns flat keys: the 12 COCO stats (COCO_STAT_KEYS; -1 where COCOeval has nothing to
     average), laece0, laace0, lrp, dece, brier (NaN where undefined, e.g. without detections);
+    dece_n (the detections scoring >= 0.3 that D-ECE is computed on: with 0, D-ECE is NaN);
     "protocol" (every setting, per-class thresholds included); "per_class" ({name: {AP, laece0,
     laace0, lrp, threshold, n_dets, n_kept, n_gt}}); "reliability" (count, mean score, mean target
     per LaECE0 bin, pooled and per class). Numbers are Python floats, counts Python ints.
@@ -310,8 +315,8 @@ def evaluate_files(
     names the file) for a missing or unreadable file, invalid JSON or content evaluate() rejects."""
     threshold = parse_calib_threshold(calib_threshold)
     with _no_gc():
-        gt = _load_json(gt_path, "ground-truth")
-        dets = _load_json(dets_path, "detections")
+        gt = load_json(gt_path, "ground-truth")
+        dets = load_json(dets_path, "detections")
         ds = detection_set(gt, dets, str(gt_path), str(dets_path))
     return _evaluate(ds, gt, dets, threshold, map_backend)
 

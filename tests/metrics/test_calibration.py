@@ -376,3 +376,25 @@ def test_dece_equals_netcal_itself():
     gt, dets, scores, flags = _dece_inputs(10)
     ref = netcal.ECE(bins=10, detection=False).measure(scores, flags.astype(int))
     assert evaluate(gt, dets)["dece"] == pytest.approx(ref, abs=1e-12)
+
+
+# ---------------------------------------------------------------- D-ECE without a confident score
+def test_dece_is_nan_exactly_when_no_detection_reaches_0_3():
+    # The issue-13 report: a barely trained model on a 15-image excerpt. Its scores stay near the
+    # prior (~0.01-0.2), so no detection reaches D-ECE's 0.3: no bin holds a sample and D-ECE is
+    # 0 / 0 (netcal gives the same NaN). Not "a class with too few detections": D-ECE pools classes.
+    rng = np.random.default_rng(0)
+    gt, dets = random_set(rng, n_img=15, n_cat=3)
+    for d in dets:
+        d["score"] = float(rng.uniform(0.01, 0.29))
+    r = evaluate(gt, dets)
+    assert math.isnan(r["dece"]) and r["dece_n"] == 0
+    assert not math.isnan(r["brier"]) and not math.isnan(r["laece0"])  # the others are defined
+    # One detection at 0.3 (a class with a single one): defined, netcal's value on that one alone
+    dets[0]["score"] = 0.3
+    r = evaluate(gt, dets)
+    ds = detection_set(gt, dets)
+    matches, ignored = naive_match(ds, 0.5, False)
+    hit = float(matches[0] is not None and 0 not in ignored)
+    assert r["dece_n"] == 1 and r["dece"] == pytest.approx(netcal_ece(np.array([0.3]), [hit]))
+    assert r["protocol"]["dece"]["undefined"].startswith("NaN when no detection scores >= ")
