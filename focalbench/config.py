@@ -211,13 +211,52 @@ LOSS_PARAMS: dict[str, tuple[str, ...]] = {
 }
 
 
+# loss.alpha words, resolved to a per-class list before the run id is computed
+# (engine/alpha.py: resolve_alpha): inverse_freq -> inverse_freq_alpha(training class counts)
+ALPHA_WORDS = ("inverse_freq",)
+# the mean alpha of inverse_freq: Lin et al.'s 0.25, so a balanced training set gets 0.25 each
+INVERSE_FREQ_MEAN = 0.25
+# losses that take a per-class alpha list: focal one weight per class, softmax_focal one per class
+# and then the background
+PER_CLASS_ALPHA_LOSSES = ("focal", "softmax_focal")
+
+
+def inverse_freq_alpha(counts: list[int] | tuple[int, ...]) -> tuple[float, ...]:
+    """loss.alpha=inverse_freq: alpha_c = min(1, 0.25 * (1 / n_c) / mean_k(1 / n_k)).
+
+    counts [C]: the training annotations of each class (non-crowd, in label order). The classic
+    inverse-frequency class weight (scikit-learn's class_weight="balanced" is n / (C n_c), the
+    same up to scale) rescaled so the mean alpha is INVERSE_FREQ_MEAN, the focal loss paper's
+    default: a balanced set gets exactly 0.25 per class, a class k times rarer than another a k
+    times larger alpha. Clipped to 1, which a class reaches once its 1 / n_c is 4x the mean (one
+    rare class among many; the mean is then below 0.25); a class without annotations counts as 1
+    (it has no positives, so its alpha only weighs its negatives). Per-class focal alpha is the
+    request of ultralytics#10406; class-balanced loss (Cui et al. 2019, arXiv 1901.05555) would
+    use the effective number (1 - beta^n_c) / (1 - beta) instead of n_c: not done here. Rounded
+    to 4 significant digits, so the list reads well in config.yaml and the CSV.
+    """
+    if not counts:
+        raise InputError("loss.alpha=inverse_freq: the training set has no classes")
+    inverse = [1.0 / max(int(n), 1) for n in counts]
+    mean = sum(inverse) / len(inverse)
+    return tuple(float(f"{min(1.0, INVERSE_FREQ_MEAN * w / mean):.4g}") for w in inverse)
+
+
 @dataclass(frozen=True)
 class LossCfg:
     name: str = "focal"
-    alpha: float | tuple[float, ...] | None = 0.25  # None: no alpha-balancing; tuple: per class
+    # None: no alpha-balancing; a float; a tuple: per class (focal: C weights, softmax_focal: C + 1,
+    # the background last); a word of ALPHA_WORDS (focal): resolved to the tuple from the training
+    # annotations before the run id is computed (with_class_counts), so it is the list, not the
+    # word, that the run id, config.yaml and the CSV record
+    alpha: float | tuple[float, ...] | str | None = 0.25
     gamma: float = 2.0
     beta: float = 2.0  # QFL's exponent
     normalization: str = "num_pos_batch"
+    # the word a per-class alpha was resolved from (inverse_freq), None for a number or a list the
+    # user gave. Not in the run id: the resolved list is, so inverse_freq and its list given by
+    # hand are one config
+    alpha_from: str | None = None
 
     @property
     def params(self) -> dict[str, Any]:
@@ -225,16 +264,47 @@ class LossCfg:
         beta)."""
         return {k: getattr(self, k) for k in LOSS_PARAMS[self.name]}
 
+    def with_class_counts(self, counts: list[int] | tuple[int, ...]) -> LossCfg:
+        """This config with an alpha word resolved from the training set's per-class annotation
+        counts [C] (inverse_freq_alpha); itself when alpha is no word."""
+        if not isinstance(self.alpha, str):
+            return self
+        return dataclasses.replace(self, alpha=inverse_freq_alpha(counts), alpha_from=self.alpha)
+
     def __post_init__(self) -> None:
         _check_choice("loss", self.name, group_options("loss"))
-        alphas = self.alpha if isinstance(self.alpha, tuple) else (self.alpha,)
-        for a in alphas:
-            if a is not None:
-                _check_range("loss.alpha", a, 0.0, 1.0)
-        if isinstance(self.alpha, tuple) and self.name != "softmax_focal":
+        if isinstance(self.alpha, str):
+            if self.alpha not in ALPHA_WORDS:
+                raise InputError(
+                    f"loss.alpha={self.alpha!r} is not valid; give a number in [0, 1], null, a "
+                    f"list of one weight per class or one of {list(ALPHA_WORDS)}"
+                )
+            if self.name != "focal":
+                raise InputError(
+                    f"loss.alpha={self.alpha} is supported by loss=focal only, not {self.name!r}"
+                )
+        elif isinstance(self.alpha, tuple):
+            if self.name not in PER_CLASS_ALPHA_LOSSES:
+                raise InputError(
+                    f"loss.alpha as a per-class list is supported by "
+                    f"{' and '.join(PER_CLASS_ALPHA_LOSSES)} only, not {self.name!r}"
+                )
+            for i, a in enumerate(self.alpha):
+                if isinstance(a, bool) or not isinstance(a, (int, float)):
+                    raise InputError(
+                        f"loss.alpha[{i}]={a!r} is not a number; per-class weights lie in [0, 1]"
+                    )
+                _check_range(f"loss.alpha[{i}]", a, 0.0, 1.0)
+                if a != a:  # NaN compares false with both bounds
+                    raise InputError(f"loss.alpha[{i}]=nan; per-class weights lie in [0, 1]")
+        elif self.alpha is not None:
+            _check_range("loss.alpha", self.alpha, 0.0, 1.0)
+        if self.alpha_from is not None and (
+            self.alpha_from not in ALPHA_WORDS or not isinstance(self.alpha, tuple)
+        ):
             raise InputError(
-                f"loss.alpha as a per-class list is supported by softmax_focal only, "
-                f"not {self.name!r}"
+                f"loss.alpha_from={self.alpha_from!r} records how a per-class loss.alpha was "
+                f"resolved: one of {list(ALPHA_WORDS)}, with alpha a list"
             )
         _check_range("loss.gamma", self.gamma, 0.0)
         _check_range("loss.beta", self.beta, 0.0)

@@ -192,7 +192,7 @@ def run_search(
 
     from focalbench.config import compose
     from focalbench.results.store import latest_rows, read_rows
-    from focalbench.sweep import Job, Plan, execute_plan, previous_status
+    from focalbench.sweep import Job, Plan, execute_plan, previous_status, resolved
 
     console = console or Console()
     if sampler not in SAMPLERS:
@@ -227,7 +227,7 @@ def run_search(
         numbers: dict[str, list[int]] = {}
         for number, params in batch:
             job_overrides = trial_overrides(space, params)
-            cfg = compose([*job_overrides, f"sweep_id='{name}'"])
+            cfg = resolved(compose([*job_overrides, f"sweep_id='{name}'"]))
             numbers.setdefault(cfg.run_id, []).append(number)
             if len(numbers[cfg.run_id]) == 1:
                 plan.jobs.append(Job(job_overrides, cfg))

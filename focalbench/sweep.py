@@ -117,7 +117,7 @@ def make_plan(
     plan = Plan(sweep_id)
     seen: set[str] = set()
     for job_overrides in expand_grid(overrides):
-        cfg = compose([*job_overrides, f"sweep_id='{sweep_id}'"])
+        cfg = resolved(compose([*job_overrides, f"sweep_id='{sweep_id}'"]))
         if cfg.run_id in seen:  # two spellings of one config: run it once
             continue
         seen.add(cfg.run_id)
@@ -134,6 +134,16 @@ def make_plan(
             job.state = "failed"
         job.elsewhere = job.state == PENDING and is_running(job.cfg.results_dir, job.run_id)
     return plan
+
+
+def resolved(cfg: RunConfig) -> RunConfig:
+    """cfg with a data-dependent loss.alpha word (inverse_freq) resolved, so that the plan knows the
+    run id the job will record (engine/alpha.py; the data code is imported only then)."""
+    if not isinstance(cfg.loss.alpha, str):
+        return cfg
+    from focalbench.engine.alpha import resolve_alpha
+
+    return resolve_alpha(cfg)
 
 
 def previous_status(latest: dict[str, dict[str, str]], cfg: RunConfig) -> str:

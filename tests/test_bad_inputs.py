@@ -92,11 +92,17 @@ def _case_args(case: str, coco: dict, tmp_path: Path) -> list[str]:
         "data": ["train", "data=foo"],
         "experiment": ["train", "experiment=foo"],
         "alpha": ["train", "loss.alpha=1.5"],
-        "beta": ["train", "loss.beta=-1"],
+        "beta": ["train", "loss=qfl", "loss.beta=-1"],
         "epochs": ["train", "train.epochs=0"],
         "batch": ["train", "train.batch_size=0"],
         "image_size": ["train", "data.image_size=16"],
         "alpha_list": ["train", *TINY, "loss=softmax_focal", "loss.alpha=[0.5,0.5]"],
+        # per-class alpha of sigmoid focal: length (checked when the model is built), range, word
+        "alpha_list_focal": ["train", *TINY, "loss.alpha=[0.5,0.5]"],
+        "alpha_list_detr": ["train", "experiment=detr_smoke", *TINY[1:], "loss.alpha=[0.5,0.5,1]"],
+        "alpha_list_range": ["train", "loss.alpha=[0.2,1.5]"],
+        "alpha_word": ["train", "loss.alpha=balanced"],
+        "alpha_word_loss": ["train", "loss=softmax_focal", "loss.alpha=inverse_freq"],
         "sweep_grid": ["sweep", "loss=focal,nope"],
         "sweep_value": ["sweep", "loss.gamma=2,-1"],
         # data=coco
@@ -149,8 +155,24 @@ def _case_args(case: str, coco: dict, tmp_path: Path) -> list[str]:
         "compile_backend": ["train", *TINY, "train.compile=true", "train.compile_backend=trt"],
         "grid_in_train": ["train", "hparams_search=losses"],
         "grid_unknown": ["sweep", "hparams_search=nope", "--dry-run"],
+        # the embedded data and the synthetic backbone (issue 14)
+        "synth_difficulty": ["data", "synth", "--out", str(tmp_path / "s"), "--difficulty", "x"],
+        "pretrain_backbone": ["pretrain", "--backbone", "vgg16", "--results-dir", str(tmp_path)],
+        "pretrain_corrupt_cache": [
+            "pretrain",
+            "--results-dir",
+            str(_write_corrupt_cache(tmp_path / "pt")),
+        ],
     }
     return cases[case]
+
+
+def _write_corrupt_cache(results_dir: Path) -> Path:
+    """A cut-off file where `focalbench pretrain` keeps its backbone; returns the results dir."""
+    path = results_dir / "pretrained" / "synthetic-resnet18-seed0.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"PK\x03\x04 not a whole zip")
+    return results_dir
 
 
 def _write(path: Path, text: str) -> Path:
@@ -177,6 +199,18 @@ CATALOGUE = [
     ("batch", "train.batch_size=0 is out of range"),
     ("image_size", "data.image_size=16 is out of range; expected a value in [32, inf]"),
     ("alpha_list", "loss.alpha has 2 per-class weights; the dataset has 6 classes, so give 7"),
+    (
+        "alpha_list_focal",
+        "loss.alpha has 2 per-class weights; the dataset has 6 classes, so give 6 (one per class)",
+    ),
+    ("alpha_list_detr", "loss.alpha has 3 per-class weights; the dataset has 6 classes, so give 6"),
+    ("alpha_list_range", "loss.alpha[1]=1.5 is out of range; expected a value in [0.0, 1.0]"),
+    (
+        "alpha_word",
+        "loss.alpha='balanced' is not valid; give a number in [0, 1], null, a "
+        "list of one weight per class or one of ['inverse_freq']",
+    ),
+    ("alpha_word_loss", "loss.alpha=inverse_freq is supported by loss=focal only, not 'softmax_"),
     ("sweep_grid", "unknown loss 'nope'; choose from"),
     ("sweep_value", "loss.gamma=-1"),
     ("coco_missing_images", "chosen image files are missing"),
@@ -205,12 +239,15 @@ CATALOGUE = [
     ("results_unwritable", "/r' is not writable"),
     ("sweep_id_escapes", "sweep_id='../../outside' is not a safe folder name"),
     ("job_name_escapes", "job_name='../../outside' is not a safe folder name"),
-    ("target_in_group", "unknown option model._target_; valid options: ["),
+    ("target_in_group", "unknown option model._target_; valid model options for model=retinan"),
     ("target_at_top", "unknown option '_target_'; valid top-level options: ["),
     ("device_cuda", "train.device=cuda but CUDA is not available here; choose from"),
     ("compile_backend", "train.compile_backend='trt' is not valid; choose from ['aot_eager', 'in"),
     ("grid_in_train", "hparams_search=losses is a grid of runs; run it with `focalbench sweep hpa"),
     ("grid_unknown", "unknown hparams_search 'nope'; choose from ['detr_matchers', 'focal_alpha"),
+    ("synth_difficulty", "synthetic difficulty='x' is unknown; choose from ['easy', 'hard']"),
+    ("pretrain_backbone", "--backbone='vgg16' is unknown; choose from ['resnet18', 'resnet50']"),
+    ("pretrain_corrupt_cache", "synthetic-resnet18-seed0.pt is corrupt"),
 ]
 
 

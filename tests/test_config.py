@@ -243,7 +243,7 @@ def test_logging_to_wandb_is_a_group_option_off_by_default():
     assert compose(["logger=wandb"]).wandb.enabled
 
 
-# ---- per-class alpha: loss.alpha=[...] and loss.alpha=inverse_freq --------------------------------
+# ---- per-class alpha: loss.alpha=[...] and loss.alpha=inverse_freq -----------------------------
 
 
 def test_inverse_freq_alpha_formula():

@@ -80,15 +80,25 @@ def reduce(loss: Tensor, reduction: str, count: Tensor | int | None = None) -> T
 
 
 def _run(
-    kernel: Kernel, logits: Tensor, targets: Tensor, reduction: str, want_grad: bool
+    kernel: Kernel,
+    logits: Tensor,
+    targets: Tensor,
+    reduction: str,
+    want_grad: bool,
+    align: int = 1,
 ) -> tuple[Tensor, Tensor | None]:
-    """Apply `kernel` chunk by chunk. Returns (loss, d sum(loss) / d logits or None)."""
+    """Apply `kernel` chunk by chunk. Returns (loss, d sum(loss) / d logits or None).
+
+    align: every chunk starts at a multiple of it and its length is a multiple of it (so is n:
+    the caller's guarantee). A per-class kernel passes C, the size of the last dimension, so that
+    a chunk viewed as [-1, C] has the classes in its columns."""
     cdtype = compute_dtype(logits.dtype)
-    x = logits.detach().reshape(-1)  # [n], a view when logits is contiguous
+    x = logits.detach().reshape(-1)  # [n], row-major, a view when logits is contiguous
     t = targets.detach().reshape(-1)  # [n]
     n = x.numel()
     device = x.device
-    chunk = max(1, min(n, CPU_CHUNK if device.type == "cpu" else n))
+    chunk = min(n, CPU_CHUNK if device.type == "cpu" else n)
+    chunk = max(1, align, chunk // align * align)
 
     def row() -> Tensor:
         return torch.empty(chunk, dtype=cdtype, device=device)
@@ -128,9 +138,9 @@ class _ElementwiseLoss(torch.autograd.Function):
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any, logits: Tensor, targets: Tensor, kernel: Kernel, reduction: str
+        ctx: Any, logits: Tensor, targets: Tensor, kernel: Kernel, reduction: str, align: int
     ) -> Tensor:
-        loss, grad = _run(kernel, logits, targets, reduction, want_grad=True)
+        loss, grad = _run(kernel, logits, targets, reduction, want_grad=True, align=align)
         assert grad is not None, "want_grad=True must produce a gradient"
         ctx.save_for_backward(grad)
         ctx.scale = 1.0 / max(grad.numel(), 1) if reduction == "mean" else 1.0
@@ -139,21 +149,26 @@ class _ElementwiseLoss(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, grad_loss: Tensor) -> tuple[Tensor, None, None, None]:  # type: ignore[override]
+    def backward(  # type: ignore[override]
+        ctx: Any, grad_loss: Tensor
+    ) -> tuple[Tensor, None, None, None, None]:
         (grad,) = ctx.saved_tensors
         if ctx.scale != 1.0:
             grad_loss = grad_loss * ctx.scale  # a scalar for "mean": cheap
         # out-of-place: the saved gradient must survive a second backward (retain_graph=True)
         grad_logits = (grad * grad_loss).to(ctx.logits_dtype)
-        return grad_logits, None, None, None
+        return grad_logits, None, None, None, None
 
 
-def elementwise_loss(kernel: Kernel, logits: Tensor, targets: Tensor, reduction: str) -> Tensor:
-    """Run `kernel` over same-shaped logits/targets, through autograd when logits need a grad."""
+def elementwise_loss(
+    kernel: Kernel, logits: Tensor, targets: Tensor, reduction: str, align: int = 1
+) -> Tensor:
+    """Run `kernel` over same-shaped logits/targets, through autograd when logits need a grad.
+    align: see `_run` (C for a kernel that reads the class of each element)."""
     if torch.is_grad_enabled() and logits.requires_grad:
-        out: Tensor = _ElementwiseLoss.apply(logits, targets, kernel, reduction)
+        out: Tensor = _ElementwiseLoss.apply(logits, targets, kernel, reduction, align)
         return out
-    return _run(kernel, logits, targets, reduction, want_grad=False)[0]
+    return _run(kernel, logits, targets, reduction, want_grad=False, align=align)[0]
 
 
 def bce_into(x: Tensor, t: Tensor, p: Tensor, q: Tensor, out: Tensor, tmp: Tensor) -> Tensor:

@@ -25,8 +25,13 @@ from focalbench.losses._common import (
 )
 
 
-def _focal_kernel(alpha: float | None, gamma: float) -> Kernel:
+def _focal_kernel(alpha: float | Tensor | None, gamma: float) -> Kernel:
     """Loss and closed-form d loss / dx of the sigmoid focal loss for one flat chunk.
+
+    alpha: a float, None (off), or a per-class tensor [C] in the compute dtype and device; then
+    the driver must align chunks to C (`elementwise_loss(..., align=C)`), so that a chunk viewed
+    as [-1, C] has class c in column c. alpha_t is the only term that depends on the class: the
+    gradient below needs no change, as alpha_t is a constant factor of each element.
 
     With p = sigmoid(x), q = sigmoid(-x), ce = softplus(x) - x t (= BCE, soft t allowed),
     m = 1 - p_t = (1 - t) p + t q and a = alpha_t = (1 - alpha) + (2 alpha - 1) t:
@@ -39,7 +44,9 @@ def _focal_kernel(alpha: float | None, gamma: float) -> Kernel:
     in float32); that is log(1 - p_t) = logsigmoid(-x) for t = 1, logsigmoid(x) for t = 0.
     """
     # alpha_t = alpha t + (1 - alpha)(1 - t), written as an affine function of t (one fused op)
-    alpha_slope = None if alpha is None else 2.0 * alpha - 1.0
+    alpha_slope = None if alpha is None else 2.0 * alpha - 1.0  # float, or [C]
+    alpha_base = None if alpha is None else 1.0 - alpha  # float, or [C]
+    C = alpha.numel() if isinstance(alpha, Tensor) else 1
 
     def kernel(x: Tensor, t: Tensor, loss: Tensor, grad: Tensor | None, work: list[Tensor]) -> None:
         p, q, ce, m, g = work
@@ -65,8 +72,11 @@ def _focal_kernel(alpha: float | None, gamma: float) -> Kernel:
             if gamma != 1.0:
                 m.pow_(gamma)
             weight = m  # m^gamma
-        if alpha_slope is not None:
-            torch.mul(t, alpha_slope, out=q).add_(1.0 - alpha)  # q = alpha_t (q is free now)
+        if alpha_slope is not None and alpha_base is not None:  # q = alpha_t (q is free now)
+            if isinstance(alpha_slope, Tensor):  # per class: rows of C, broadcast over them
+                torch.mul(t.view(-1, C), alpha_slope, out=q.view(-1, C)).add_(alpha_base)
+            else:
+                torch.mul(t, alpha_slope, out=q).add_(alpha_base)
             weight = q if weight is None else weight.mul_(q)
         if weight is None:
             loss.copy_(ce)
@@ -83,7 +93,7 @@ def _focal_kernel(alpha: float | None, gamma: float) -> Kernel:
 def sigmoid_focal_loss(
     logits: Tensor,
     targets: Tensor,
-    alpha: float | None = 0.25,
+    alpha: float | Sequence[float] | Tensor | None = 0.25,
     gamma: float = 2.0,
     reduction: str = "none",
 ) -> Tensor:
@@ -97,7 +107,10 @@ def sigmoid_focal_loss(
         logits: [N, C] (any shape) raw scores, float16/bfloat16/float32/float64.
         targets: same shape, in [0, 1] (one-hot or soft; not checked, that would sync the device).
         alpha: weight of the positive term, in [0, 1]; negatives get 1 - alpha. None or < 0 turns
-            the weighting off, as torchvision's alpha=-1.
+            the weighting off, as torchvision's alpha=-1. Or one weight per class: a sequence or
+            tensor [C] in [0, 1], C = logits.shape[-1], broadcast over the class (last) dimension,
+            so element [..., c] gets alpha_t = alpha[c] t + (1 - alpha[c])(1 - t) (the per-class
+            alpha Ultralytics users ask for, ultralytics#10406). A constant list equals the float.
         gamma: focusing parameter >= 0; gamma=0 with alpha off is exactly BCE.
         reduction: "none" -> same shape as logits; "sum"; "mean" over all elements. Normalizing by
             the number of positives is the caller's job. Empty input: sum and mean are 0, not NaN.
@@ -117,16 +130,36 @@ def sigmoid_focal_loss(
     check_reduction(reduction)
     check_float_logits("sigmoid_focal_loss", logits)
     check_non_negative("gamma", gamma)
-    if alpha is not None and alpha < 0:
-        alpha = None  # torchvision's switch: a negative alpha disables the balancing
-    if alpha is not None:
-        check_unit_interval("alpha", alpha)
     if targets.shape != logits.shape:
         raise ValueError(
             f"sigmoid_focal_loss: targets must have the shape of logits {tuple(logits.shape)}, "
             f"got {tuple(targets.shape)}"
         )
-    return elementwise_loss(_focal_kernel(alpha, float(gamma)), logits, targets, reduction)
+    weights = _sigmoid_alpha(alpha, logits)
+    align = weights.numel() if isinstance(weights, Tensor) else 1
+    kernel = _focal_kernel(weights, float(gamma))
+    return elementwise_loss(kernel, logits, targets, reduction, align=align)
+
+
+def _sigmoid_alpha(
+    alpha: float | Sequence[float] | Tensor | None, logits: Tensor
+) -> float | Tensor | None:
+    """sigmoid_focal_loss's alpha checked: None (off), a float in [0, 1], or [C] weights in the
+    compute dtype on the logits' device."""
+    if isinstance(alpha, Tensor) and alpha.dim() == 0:
+        alpha = float(alpha)
+    if alpha is None or (isinstance(alpha, (int, float)) and alpha < 0):
+        return None  # torchvision's switch: a negative alpha disables the balancing
+    if isinstance(alpha, (int, float)):
+        check_unit_interval("alpha", float(alpha))
+        return float(alpha)
+    if logits.dim() == 0:
+        raise ValueError(
+            "sigmoid_focal_loss: a per-class alpha needs logits [..., C], got a scalar"
+        )
+    weights = _per_class_alpha(alpha, logits.shape[-1])
+    assert isinstance(weights, Tensor)
+    return weights.to(device=logits.device, dtype=compute_dtype(logits.dtype))
 
 
 def bce_loss(logits: Tensor, targets: Tensor, reduction: str = "none") -> Tensor:

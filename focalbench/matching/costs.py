@@ -14,11 +14,14 @@ Class costs (p is the model's probability of the ground truth's class, computed 
     focal_full  pos + sum_c neg(q, c) - neg(q, l)    "full focal", proposed in detrex issue #196
 with pos = alpha (1 - p)^gamma (-log p) and neg = (1 - alpha) p^gamma (-log(1 - p)): the focal
 loss of the query at the class with target 1 and with target 0 (Lin et al. 2017, arXiv 1708.02002).
+alpha may be one weight per class (`loss.alpha=[...]`): entry (q, c) then uses alpha_c, so column
+t of `focal` uses the alpha of ground truth t's class.
 
 Why pos - neg is the loss-optimal cost: the total sigmoid focal loss of an assignment is
 sum over all (q, c) of neg(q, c) (every entry starts as a negative) plus, for each matched pair,
 pos(q, l) - neg(q, l) (its entry turns positive). The first sum does not depend on the assignment,
-so minimizing the sum of pos - neg over matched pairs minimizes the total loss. focal_full adds
+so minimizing the sum of pos - neg over matched pairs minimizes the total loss (with a per-class
+alpha too: each entry keeps its own class's weights in both sums). focal_full adds
 sum_c neg(q, c), a per-query term that does depend on WHICH queries are matched when Q > T, so it
 does not minimize the total loss in general (tests/matching keeps a counterexample).
 
@@ -29,7 +32,7 @@ Deformable DETR instead adds eps = 1e-8 inside the logs.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -42,8 +45,9 @@ from torchvision.ops import (  # type: ignore[import-untyped]
     generalized_box_iou,
 )
 
-# (log_p[Q, C], log_1mp[Q, C], labels[T], alpha, gamma) -> cost[Q, T]
-CostFn = Callable[[Tensor, Tensor, Tensor, "float | None", float], Tensor]
+# (log_p[Q, C], log_1mp[Q, C], labels[T], alpha (None, a float, or per class [C]), gamma)
+#   -> cost[Q, T]
+CostFn = Callable[[Tensor, Tensor, Tensor, "float | Tensor | None", float], Tensor]
 
 
 @dataclass(frozen=True)
@@ -56,20 +60,22 @@ class CostSpec:
     summary: str
 
 
-def _alpha_weights(alpha: float | None) -> tuple[float, float]:
-    """(weight of pos, weight of neg). alpha None or < 0 turns balancing off, as in the losses."""
-    if alpha is None or alpha < 0:
+def _alpha_weights(alpha: float | Tensor | None) -> tuple[float | Tensor, float | Tensor]:
+    """(weight of pos, weight of neg): floats, or tensors broadcast over the columns. alpha None
+    turns balancing off (class_cost maps a negative float to None, as the losses do)."""
+    if alpha is None:
         return 1.0, 1.0
     return alpha, 1.0 - alpha
 
 
 def _pos_neg(
-    log_p: Tensor, log_1mp: Tensor, alpha: float | None, gamma: float
+    log_p: Tensor, log_1mp: Tensor, alpha: float | Tensor | None, gamma: float
 ) -> tuple[Tensor, Tensor]:
-    """Focal loss of every (query, class) entry with target 1 (pos) and 0 (neg). Both [Q, C].
+    """Focal loss of every (query, column) entry with target 1 (pos) and 0 (neg). Both [Q, K].
 
-    (1 - p)^gamma = exp(gamma log(1 - p)): finite and exactly 1 at gamma = 0 (logs are finite for
-    finite logits, so 0 * log never makes a NaN).
+    alpha: None, a float, or one weight per column [K]. (1 - p)^gamma = exp(gamma log(1 - p)):
+    finite and exactly 1 at gamma = 0 (logs are finite for finite logits, so 0 * log never makes
+    a NaN).
     """
     w_pos, w_neg = _alpha_weights(alpha)
     pos = w_pos * torch.exp(gamma * log_1mp) * -log_p
@@ -78,28 +84,30 @@ def _pos_neg(
 
 
 def _prob(
-    log_p: Tensor, log_1mp: Tensor, labels: Tensor, alpha: float | None, gamma: float
+    log_p: Tensor, log_1mp: Tensor, labels: Tensor, alpha: float | Tensor | None, gamma: float
 ) -> Tensor:
     # -p rather than 1 - p: the constant does not change the assignment (DETR)
     return -log_p[:, labels].exp()
 
 
 def _ce(
-    log_p: Tensor, log_1mp: Tensor, labels: Tensor, alpha: float | None, gamma: float
+    log_p: Tensor, log_1mp: Tensor, labels: Tensor, alpha: float | Tensor | None, gamma: float
 ) -> Tensor:
     return -log_p[:, labels]
 
 
 def _focal(
-    log_p: Tensor, log_1mp: Tensor, labels: Tensor, alpha: float | None, gamma: float
+    log_p: Tensor, log_1mp: Tensor, labels: Tensor, alpha: float | Tensor | None, gamma: float
 ) -> Tensor:
-    # only the T label columns are needed: gather before the pow/exp work
-    pos, neg = _pos_neg(log_p[:, labels], log_1mp[:, labels], alpha, gamma)  # [Q, T] each
+    # only the T label columns are needed: gather before the pow/exp work (and column t takes
+    # the alpha of its ground truth's class)
+    alpha_t = alpha[labels] if isinstance(alpha, Tensor) else alpha  # [T] or a float
+    pos, neg = _pos_neg(log_p[:, labels], log_1mp[:, labels], alpha_t, gamma)  # [Q, T] each
     return pos - neg
 
 
 def _focal_full(
-    log_p: Tensor, log_1mp: Tensor, labels: Tensor, alpha: float | None, gamma: float
+    log_p: Tensor, log_1mp: Tensor, labels: Tensor, alpha: float | Tensor | None, gamma: float
 ) -> Tensor:
     pos, neg = _pos_neg(log_p, log_1mp, alpha, gamma)  # [Q, C] each
     # the query's whole focal loss if it takes label l: its positive at l, negatives elsewhere
@@ -119,7 +127,8 @@ _register(CostSpec("prob", _prob, (), "-p of the gt class (DETR, arXiv 2005.1287
 _register(CostSpec("ce", _ce, (), "-log p of the gt class: the pair's cross-entropy"))
 _register(CostSpec(
     "focal", _focal, ("alpha", "gamma"),
-    "focal pos - neg (Deformable DETR, arXiv 2010.04159): minimizes the total focal loss",
+    "focal pos - neg (Deformable DETR, arXiv 2010.04159): minimizes the total focal loss; "
+    "a per-class alpha takes the gt class's",
 ))  # fmt: skip
 _register(CostSpec(
     "focal_full", _focal_full, ("alpha", "gamma"),
@@ -162,7 +171,7 @@ def class_cost(
     name: str,
     logits: Tensor,
     labels: Tensor,
-    alpha: float | None = 0.25,
+    alpha: float | Sequence[float] | Tensor | None = 0.25,
     gamma: float = 2.0,
     softmax: bool = False,
 ) -> Tensor:
@@ -174,7 +183,8 @@ def class_cost(
             column is DETR's no-object class (p is then the softmax probability of the class).
         labels: [T] int64 ground-truth classes in [0, C).
         alpha: focal costs' weight of pos, in [0, 1] (neg gets 1 - alpha); None or < 0: no
-            weighting. Unused by prob and ce.
+            weighting; or one weight per foreground class, [C] in [0, 1] (entry (q, c) uses
+            alpha_c, so `focal`'s column t uses its ground truth's). Unused by prob and ce.
         gamma: focal costs' focusing exponent >= 0. Unused by prob and ce.
         softmax: interpret logits as softmax logits with a no-object column.
     Returns: cost [Q, T], float32 (float64 for float64 logits); lower is a better match.
@@ -187,13 +197,37 @@ def class_cost(
         )
     if not gamma >= 0:
         raise ValueError(f"class_cost: gamma must be >= 0, got {gamma!r}")
-    if alpha is not None and alpha > 1:
-        raise ValueError(f"class_cost: alpha must lie in [0, 1] (or be None / < 0), got {alpha!r}")
     C = logits.shape[1] - (1 if softmax else 0)
     if labels.numel() and (labels.min() < 0 or labels.max() >= C):
         raise ValueError(f"class_cost: labels must lie in [0, {C}), got {labels.tolist()}")
     log_p, log_1mp = class_log_probs(logits, softmax)
-    return spec.fn(log_p, log_1mp, labels.long(), alpha, float(gamma))
+    weights = _cost_alpha(alpha, C, log_p)
+    return spec.fn(log_p, log_1mp, labels.long(), weights, float(gamma))
+
+
+def _cost_alpha(
+    alpha: float | Sequence[float] | Tensor | None, num_classes: int, like: Tensor
+) -> float | Tensor | None:
+    """class_cost's alpha checked: None (off; also for a negative float), a float in [0, 1], or
+    [C] weights in [0, 1] with the dtype and device of `like`."""
+    if isinstance(alpha, Tensor) and alpha.dim() == 0:
+        alpha = float(alpha)
+    if alpha is None or isinstance(alpha, (int, float)):
+        if alpha is not None and alpha > 1:
+            raise ValueError(
+                f"class_cost: alpha must lie in [0, 1] (or be None / < 0), got {alpha!r}"
+            )
+        return None if alpha is None or alpha < 0 else float(alpha)
+    weights = torch.as_tensor(alpha, dtype=torch.float64).flatten().cpu()  # checked on the host
+    if weights.numel() != num_classes:
+        raise ValueError(
+            "class_cost: a per-class alpha needs one weight per class, expected length "
+            f"{num_classes}, "
+            f"got {weights.numel()}"
+        )
+    if not ((weights >= 0) & (weights <= 1)).all():  # NaN fails too
+        raise ValueError(f"class_cost: per-class alpha must lie in [0, 1], got {weights.tolist()}")
+    return weights.to(device=like.device, dtype=like.dtype)
 
 
 # ---- box costs -------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from torch import Tensor
 from torchvision.ops import box_area
 
 from focalbench.config import LossCfg
+from focalbench.errors import InputError
 from focalbench.losses import get_loss
 
 # Lin et al. 2017: the initial foreground probability, so early training is not drowned by negatives
@@ -40,12 +41,30 @@ class ClassificationLoss:
         self.name, self.fn, self.target = cfg.name, spec.fn, spec.target
         self.softmax = spec.kind == "softmax"
         self.kwargs = dict(cfg.params)  # only the hyper-parameters this loss takes
+        if isinstance(self.kwargs.get("alpha"), str):  # inverse_freq: a list only the data tells
+            raise ValueError(
+                f"loss.alpha={self.kwargs['alpha']} is resolved from the training annotations "
+                "before a model is built (focalbench.engine.alpha.resolve_alpha)"
+            )
         self.normalization = cfg.normalization
         self.noobj_weight = noobj_weight
 
     def out_channels(self, num_classes: int) -> int:
         """Logits per slot: softmax losses add the background class, last."""
         return num_classes + 1 if self.softmax else num_classes
+
+    def check_num_classes(self, num_classes: int) -> None:
+        """A per-class loss.alpha has one weight per logit: per class (sigmoid focal), or per class
+        and then the background (softmax focal). InputError otherwise: checked when a model is
+        built, the first moment the dataset's class count is known."""
+        alpha = self.kwargs.get("alpha")
+        want = self.out_channels(num_classes)
+        if isinstance(alpha, tuple) and len(alpha) != want:
+            which = "one per class, then the background" if self.softmax else "one per class"
+            raise InputError(
+                f"loss.alpha has {len(alpha)} per-class weights; the dataset has {num_classes} "
+                f"classes, so give {want} ({which})"
+            )
 
     def elementwise(self, logits: Tensor, target: Tensor) -> Tensor:
         """The registered loss, reduction "none", with this config's hyper-parameters."""

@@ -68,7 +68,9 @@ class SmallDETR(nn.Module):
     ) -> None:  # fmt: skip
         super().__init__()
         self.num_classes, self.criterion = num_classes, criterion
-        self.audit = MatchingAudit(criterion)
+        cls_loss = criterion.cls_loss
+        per_class = not cls_loss.softmax and isinstance(cls_loss.kwargs.get("alpha"), tuple)
+        self.audit = (PerClassAlphaAudit if per_class else MatchingAudit)(criterion)
         self.detections_per_img = detections_per_img
         self.backbone = backbone
         self.input_proj = nn.Conv2d(backbone.out_channels, d_model, 1)
@@ -77,7 +79,6 @@ class SmallDETR(nn.Module):
         self.encoder = nn.ModuleList(EncoderLayer(*layer_args) for _ in range(enc_layers))
         self.decoder = nn.ModuleList(DecoderLayer(*layer_args) for _ in range(dec_layers))
         self.decoder_norm = nn.LayerNorm(d_model)  # shared by every layer's output (DETR)
-        cls_loss = criterion.cls_loss
         self.class_embed = nn.Linear(d_model, cls_loss.out_channels(num_classes))
         self.bbox_embed = nn.Sequential(
             nn.Linear(d_model, d_model), nn.ReLU(), nn.Linear(d_model, d_model), nn.ReLU(),
@@ -141,6 +142,25 @@ class SmallDETR(nn.Module):
         return postprocess(scores, boxes[-1], S, self.detections_per_img)
 
 
+class PerClassAlphaAudit(MatchingAudit):
+    """The matching audit of a sigmoid loss with a per-class alpha (loss=focal loss.alpha=[...]).
+
+    MatchingAudit measures the loss-optimal pair cost on the gathered label columns [Q, T], where
+    a per-class alpha, broadcast over the last (class) dimension, no longer lines up with the
+    classes. Here the loss sees all C columns, so column c gets alpha_c, and the label columns are
+    gathered after: the same pos - neg bracket (focalbench.matching.audit), class by class.
+    """
+
+    def optimal_class_cost(
+        self, logits: Tensor, boxes: Tensor, target: dict[str, Tensor]
+    ) -> Tensor:
+        """logits [Q, C], boxes [Q, 4] (unused: binary targets), target normalized -> [Q, T]."""
+        loss = self.criterion.cls_loss.elementwise
+        pos = loss(logits, torch.ones_like(logits))  # [Q, C]: every entry as a positive
+        neg = loss(logits, torch.zeros_like(logits))  # [Q, C]: every entry as a negative
+        return (pos - neg)[:, target["labels"].long()]
+
+
 def postprocess(scores: Tensor, boxes: Tensor, size, k: int) -> list[dict[str, Tensor]]:
     """Top-k over queries x classes (Deformable DETR) for sigmoid and softmax models alike.
 
@@ -160,13 +180,17 @@ def postprocess(scores: Tensor, boxes: Tensor, size, k: int) -> list[dict[str, T
     return [{"boxes": b, "scores": s, "labels": lab} for b, s, lab in zip(xyxy, scores, labels)]
 
 
-def cost_alpha_gamma(loss_cfg, matcher_cfg) -> tuple[float | None, float]:
+def cost_alpha_gamma(loss_cfg, matcher_cfg) -> tuple[float | tuple[float, ...] | None, float]:
     """The focal costs' alpha and gamma: matcher.alpha/gamma when set, else the loss's.
 
     gamma: the loss's focusing exponent (gamma; QFL's beta; 0 for bce/ce, which have none).
     alpha: the loss's alpha for sigmoid losses with binary targets (focal; bce -> None, no
     balancing), so that the focal cost is exactly the loss-optimal one; 0.25 otherwise: VFL's alpha
-    weighs its negatives (the opposite role) and softmax losses have per-class alphas.
+    weighs its negatives (the opposite role), and a softmax loss's alphas weigh softmax
+    probabilities (with a background weight). A per-class focal alpha (loss.alpha=[...] or
+    inverse_freq, resolved) is passed on as the list: the cost of pair (q, t) then uses the alpha
+    of t's class, which keeps the focal cost loss-optimal (matching/costs.py). A scalar
+    matcher.alpha still overrides it.
     """
     spec = get_loss(loss_cfg.name)
     gamma = matcher_cfg.gamma
@@ -197,6 +221,7 @@ def build_detr(
     """SmallDETR and its set criterion from the config dataclasses."""
     m = model_cfg
     cls_loss = ClassificationLoss(loss_cfg, noobj_weight=m.noobj_weight)
+    cls_loss.check_num_classes(num_classes)  # a per-class loss.alpha: one weight per logit
     alpha, gamma = cost_alpha_gamma(loss_cfg, matcher_cfg)
     mc = matcher_cfg
     matcher = HungarianMatcher(

@@ -29,7 +29,6 @@ from torchvision.ops import generalized_box_iou_loss
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
 from focalbench.config import LossCfg, RetinaNetCfg
-from focalbench.errors import InputError
 from focalbench.losses import distribution_focal_loss
 from focalbench.models.criterion import PRIOR_PROB, ClassificationLoss, init_class_bias
 from focalbench.models.weights import load_backbone_weights, norm_layer
@@ -258,6 +257,8 @@ def build_retinanet(
 ) -> FocalRetinaNet:
     """RetinaNet with a ResNet-18/50 FPN (P3-P7): from scratch with BatchNorm, or from
     `model.weights` (see models/weights.py) with the BatchNorm handling of `model.norm`."""
+    cls_loss = ClassificationLoss(loss_cfg)
+    cls_loss.check_num_classes(num_classes)  # a per-class loss.alpha: one weight per logit
     resnet = getattr(torchvision.models, model_cfg.backbone)(
         weights=None, norm_layer=norm_layer(model_cfg.norm_layer)
     )
@@ -272,15 +273,10 @@ def build_retinanet(
         out_channels=width,
         extra_blocks=LastLevelP6P7(width, width),  # P6/P7 from P5, as torchvision's RetinaNet v1
     )
-    if isinstance(loss_cfg.alpha, tuple) and len(loss_cfg.alpha) != num_classes + 1:
-        raise InputError(
-            f"loss.alpha has {len(loss_cfg.alpha)} per-class weights; the dataset has "
-            f"{num_classes} classes, so give {num_classes + 1} (one per class, then the background)"
-        )
     return FocalRetinaNet(
         backbone,
         num_classes,
-        ClassificationLoss(loss_cfg),
+        cls_loss,
         box_head=model_cfg.box_head,
         reg_max=model_cfg.reg_max,
         anchor_sizes=tuple(model_cfg.anchor_sizes),

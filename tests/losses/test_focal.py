@@ -309,3 +309,99 @@ def test_shape_and_label_errors():
         softmax_focal_loss(x[:, :1], labels)
     with pytest.raises(ValueError, match="reduction"):
         ce_loss(x, labels, reduction="max")
+
+
+# ---- sigmoid focal loss with a per-class alpha [C] ---------------------------------------------
+
+
+def per_class_formula(x, t, alpha, gamma):
+    """FL = -alpha_t (1 - p_t)^gamma log p_t with alpha_t = alpha_c t + (1 - alpha_c)(1 - t),
+    alpha [C] broadcast over the last dimension; BCE as the log term (soft targets), float64."""
+    a = torch.as_tensor(alpha, dtype=x.dtype)
+    p = torch.sigmoid(x)
+    p_t = p * t + (1 - p) * (1 - t)
+    alpha_t = a * t + (1 - a) * (1 - t)
+    bce = F.binary_cross_entropy_with_logits(x, t, reduction="none")
+    return alpha_t * (1 - p_t) ** gamma * bce
+
+
+PER_CLASS = [0.1, 0.9, 0.25, 0.0, 1.0]  # C = 5, both ends of [0, 1] included
+
+
+@pytest.mark.parametrize("shape", [(9, 5), (2, 7, 5)])  # [N, C] and [B, N, C]
+@pytest.mark.parametrize("soft", [False, True])
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0])
+def test_per_class_alpha_matches_formula(shape, soft, gamma):
+    x, t = make_inputs(shape, seed=7, soft=soft)  # chunks of 7 -> 5: rows never split
+    for reduction in REDUCTIONS:
+        ours, g_ours = value_and_grad(sigmoid_focal_loss, x, t, PER_CLASS, gamma, reduction)
+        ref = per_class_formula(x, t, PER_CLASS, gamma)
+        ref = {"none": ref, "sum": ref.sum(), "mean": ref.mean()}[reduction]
+        (g_ref,) = torch.autograd.grad(ref.sum(), x)
+        torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-14)
+        torch.testing.assert_close(g_ours, g_ref, rtol=1e-9, atol=1e-14)
+
+
+def test_per_class_alpha_is_torchvision_column_by_column():
+    x, t = make_inputs((11, 5), seed=8)
+    ours = sigmoid_focal_loss(x, t, torch.tensor(PER_CLASS, dtype=torch.float64), 2.0)
+    for c, a in enumerate(PER_CLASS):
+        tv = tv_sigmoid_focal_loss(x[:, c], t[:, c], a, 2.0)
+        torch.testing.assert_close(ours[:, c], tv, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("alpha", [0.25, 0.6])
+def test_constant_per_class_alpha_equals_the_float(alpha, dtype):
+    x, t = make_inputs((13, 4), dtype=dtype, seed=9, soft=True)
+    scalar, g_scalar = value_and_grad(sigmoid_focal_loss, x, t, alpha, 2.0, "none")
+    for per_class in ([alpha] * 4, torch.full((4,), alpha), (alpha,) * 4):
+        listed, g_listed = value_and_grad(sigmoid_focal_loss, x, t, per_class, 2.0, "none")
+        torch.testing.assert_close(listed, scalar)  # float32: ~1 ulp (a fused op less or more)
+        torch.testing.assert_close(g_listed, g_scalar)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("gamma", [0.5, 2.0])
+def test_per_class_alpha_gradcheck(gamma, reduction):
+    x, t = make_inputs((3, 4), soft=True, scale=2.0)
+    alpha = [0.1, 0.5, 0.75, 1.0]
+    assert torch.autograd.gradcheck(lambda z: sigmoid_focal_loss(z, t, alpha, gamma, reduction), x)
+
+
+def test_per_class_alpha_chunking_layouts_and_dtypes(monkeypatch):
+    x, t = make_inputs((13, 5), dtype=torch.float32, seed=10, soft=True)
+    small, g_small = value_and_grad(sigmoid_focal_loss, x, t, PER_CLASS, 2.0, "mean")
+    monkeypatch.setattr(_common, "CPU_CHUNK", 1 << 16)
+    big, g_big = value_and_grad(sigmoid_focal_loss, x, t, PER_CLASS, 2.0, "mean")
+    torch.testing.assert_close(small, big)
+    torch.testing.assert_close(g_small, g_big)
+    plain = sigmoid_focal_loss(x.detach(), t, PER_CLASS)
+    # non-contiguous logits: the class is still the last dimension of the view
+    xt = x.detach().t().contiguous().t()
+    torch.testing.assert_close(sigmoid_focal_loss(xt, t, PER_CLASS), plain)
+    # half precision is computed in float32 with the same weights
+    half = sigmoid_focal_loss(x.detach().half(), t.half(), PER_CLASS)
+    ref = sigmoid_focal_loss(x.detach().half().float(), t.half().float(), PER_CLASS)
+    assert half.dtype == torch.float32
+    torch.testing.assert_close(half, ref)
+    # empty input: [0, C]
+    empty = torch.zeros(0, 5, requires_grad=True)
+    assert sigmoid_focal_loss(empty, torch.zeros(0, 5), PER_CLASS, reduction="sum").item() == 0.0
+
+
+@pytest.mark.parametrize(
+    "alpha, match",
+    [
+        ([0.5, 0.5], "expected length 3, got 2"),
+        ([0.5, 1.5, 0.5], r"alpha: per-class weights must lie in \[0, 1\]"),
+        ([0.5, -0.1, 0.5], r"alpha: per-class weights must lie in \[0, 1\]"),
+        ([0.5, float("nan"), 0.5], r"alpha: per-class weights must lie in \[0, 1\]"),
+    ],
+)
+def test_per_class_alpha_errors(alpha, match):
+    x, t = make_inputs((2, 3))
+    with pytest.raises(ValueError, match=match):
+        sigmoid_focal_loss(x, t, alpha)
+    with pytest.raises(ValueError, match="a per-class alpha needs logits"):
+        sigmoid_focal_loss(torch.tensor(0.5), torch.tensor(1.0), [0.5])

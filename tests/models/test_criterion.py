@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torchvision.ops import box_iou, sigmoid_focal_loss
 
 from focalbench.config import LossCfg
+from focalbench.errors import InputError
 from focalbench.models.criterion import ClassificationLoss
 
 B, N, C = 2, 5, 3
@@ -104,3 +105,41 @@ def test_a_box_loss_is_refused():
     cfg = SimpleNamespace(name="dfl", params={}, normalization="num_pos_batch")
     with pytest.raises(ValueError, match="loss 'dfl' is a box loss, not a classification loss"):
         ClassificationLoss(cfg)
+
+
+@pytest.mark.parametrize("normalization", ["num_pos_batch", "num_pos_per_image"])
+def test_per_class_alpha_is_torchvisions_class_by_class(normalization):
+    """loss=focal loss.alpha=[a_1, ..., a_C]: class c's column is torchvision's at alpha a_c."""
+    logits = _logits(C)
+    alpha = (0.1, 0.5, 0.9)
+    loss = ClassificationLoss(LossCfg("focal", alpha, 2.0, normalization=normalization))
+    ours = loss(logits, BATCH_IDX, SLOT_IDX, LABELS, NUM_POS, PRED, GT)
+    target = _one_hot(1.0)
+    per_image = sum(
+        sigmoid_focal_loss(logits[..., c], target[..., c], a, 2.0).sum(1)
+        for c, a in enumerate(alpha)
+    )  # [B]
+    expected = (
+        per_image.sum() / 3 if normalization == "num_pos_batch" else (per_image / NUM_POS).mean()
+    )
+    torch.testing.assert_close(ours, expected)
+
+
+def test_per_class_alpha_length_is_checked_against_the_dataset():
+    focal = ClassificationLoss(LossCfg("focal", (0.2, 0.3)))
+    focal.check_num_classes(2)  # one weight per class
+    with pytest.raises(InputError) as info:
+        focal.check_num_classes(3)
+    assert str(info.value) == (
+        "loss.alpha has 2 per-class weights; the dataset has 3 classes, so give 3 (one per class)"
+    )
+    softmax = ClassificationLoss(LossCfg("softmax_focal", (0.2, 0.3, 0.4)))
+    softmax.check_num_classes(2)  # then the background
+    with pytest.raises(InputError, match="so give 4 .one per class, then the background"):
+        softmax.check_num_classes(3)
+    ClassificationLoss(LossCfg("focal", 0.25)).check_num_classes(7)  # a float fits any dataset
+
+
+def test_an_unresolved_alpha_word_is_refused():
+    with pytest.raises(ValueError, match="loss.alpha=inverse_freq is resolved from the training"):
+        ClassificationLoss(LossCfg("focal", "inverse_freq"))

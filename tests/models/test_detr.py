@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from focalbench.config import DetrCfg, LossCfg, MatcherCfg, compose
+from focalbench.errors import InputError
 from focalbench.models import build_model
 from focalbench.models.detr import ResNetBody, SinePositionEncoding, cost_alpha_gamma
 
@@ -182,3 +183,86 @@ def test_backbone_loads_a_local_torchvision_checkpoint(tmp_path):
     torch.save(reference.state_dict(), path)
     model = build_model(dataclasses.replace(TINY, weights=str(path)), LossCfg(), MatcherCfg(), C, S)
     torch.testing.assert_close(model.backbone.net.conv1.weight, reference.conv1.weight)
+
+
+# ---- per-class alpha (loss=focal loss.alpha=[...]) -----------------------------------------------
+ALPHA = (0.1, 0.5, 0.9)  # one per class, C = 3
+
+
+def _focal_entry(x, target, alpha, gamma=2.0):
+    """Sigmoid focal loss of logit x at target 0/1 with weight alpha (neg: 1 - alpha), float64."""
+    p = torch.sigmoid(x)
+    if target:
+        return alpha * (1 - p) ** gamma * -torch.log(p)
+    return (1 - alpha) * p**gamma * -torch.log(1 - p)
+
+
+def test_per_class_alpha_flows_to_the_focal_cost_and_trains():
+    assert cost_alpha_gamma(LossCfg("focal", ALPHA, 2.0), MatcherCfg()) == (ALPHA, 2.0)
+    assert cost_alpha_gamma(LossCfg("focal", ALPHA, 2.0), MatcherCfg(alpha=0.3)) == (0.3, 2.0)
+    model = build_model(TINY, LossCfg("focal", ALPHA), MatcherCfg(name="focal"), C, S).train()
+    assert model.criterion.matcher.alpha == ALPHA
+    losses = model(*batch())
+    total = sum(losses.values())
+    total.backward()
+    assert torch.isfinite(total) and torch.isfinite(model.class_embed.weight.grad).all()
+    with pytest.raises(InputError, match="loss.alpha has 2 per-class weights; the dataset has 3"):
+        build_model(TINY, LossCfg("focal", (0.5, 0.5)), MatcherCfg(), C, S)
+
+
+@pytest.mark.parametrize("name", ["focal", "focal_full"])
+def test_per_class_focal_costs_against_the_formula(name):
+    from focalbench.matching import class_cost
+
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(5, C, generator=g, dtype=torch.float64) * 3  # [Q, C]
+    labels = torch.tensor([2, 0, 2, 1])  # [T]
+    cost = class_cost(name, logits, labels, alpha=list(ALPHA), gamma=2.0)
+    for q in range(5):
+        for t, label in enumerate(labels.tolist()):
+            pos = _focal_entry(logits[q, label], 1, ALPHA[label])
+            neg = _focal_entry(logits[q, label], 0, ALPHA[label])
+            want = pos - neg
+            if name == "focal_full":  # plus the query's negatives at every class
+                want = want + sum(_focal_entry(logits[q, c], 0, ALPHA[c]) for c in range(C))
+            torch.testing.assert_close(cost[q, t], want)
+    # a constant list is the float
+    torch.testing.assert_close(
+        class_cost(name, logits, labels, alpha=[0.3] * C), class_cost(name, logits, labels, 0.3)
+    )
+    with pytest.raises(ValueError, match="expected length 3, got 2"):
+        class_cost(name, logits, labels, alpha=[0.3, 0.3])
+    with pytest.raises(ValueError, match=r"per-class alpha must lie in \[0, 1\]"):
+        class_cost(name, logits, labels, alpha=[0.3, 1.3, 0.3])
+
+
+def test_per_class_focal_cost_is_loss_optimal_by_brute_force():
+    """Over every assignment of T ground truths to Q queries, the total sigmoid focal loss with a
+    per-class alpha (torchvision's, class by class) minus the assignment's summed focal cost is one
+    constant: minimizing the cost minimizes the loss."""
+    from itertools import permutations
+
+    from torchvision.ops import sigmoid_focal_loss as tv_focal
+
+    from focalbench.matching import class_cost
+
+    g = torch.Generator().manual_seed(4)
+    logits = torch.randn(4, C, generator=g, dtype=torch.float64) * 2  # [Q, C]
+    labels = torch.tensor([1, 2, 1])
+    cost = class_cost("focal", logits, labels, alpha=ALPHA, gamma=2.0)
+    gaps = []
+    for queries in permutations(range(4), len(labels)):
+        target = torch.zeros_like(logits)
+        target[list(queries), labels] = 1.0
+        total = sum(tv_focal(logits[:, c], target[:, c], ALPHA[c], 2.0).sum() for c in range(C))
+        gaps.append(float(total - cost[list(queries), range(len(labels))].sum()))
+    assert max(gaps) - min(gaps) < 1e-12
+
+
+def test_per_class_alpha_audit_finds_the_focal_cost_optimal():
+    model = build_model(TINY, LossCfg("focal", ALPHA), MatcherCfg(name="focal"), C, S).train()
+    result = model.audit(model, *batch())
+    assert result["match_agreement"] == 1.0 and result["match_regret"] == pytest.approx(0.0)
+    prob = build_model(TINY, LossCfg("focal", ALPHA), MatcherCfg(name="prob"), C, S)
+    other = prob.audit(prob, *batch())
+    assert 0.0 <= other["match_agreement"] <= 1.0 and other["match_regret"] >= 0.0

@@ -102,3 +102,27 @@ def test_prior_probability_init():
         logits = bias.view(num_anchors, -1)[0]
         p = logits.softmax(-1)[:NUM_CLASSES] if loss == "softmax_focal" else logits.sigmoid()
         torch.testing.assert_close(p, torch.full((NUM_CLASSES,), 0.01), rtol=1e-4, atol=1e-6)
+
+
+def test_per_class_alpha_trains_and_a_constant_list_is_the_float():
+    images, targets = _batch()
+    model_cfg = RetinaNetCfg(fpn_channels=64, head_convs=1)
+    losses = {}
+    for alpha in (0.25, (0.25,) * NUM_CLASSES, (0.1, 0.5, 0.9)):
+        torch.manual_seed(0)
+        model = build_retinanet(model_cfg, LossCfg("focal", alpha), NUM_CLASSES, SIZE).train()
+        out = model(images, targets)
+        total = sum(out.values())
+        total.backward()
+        grad = model.head.classification_head.cls_logits.weight.grad
+        assert torch.isfinite(total) and torch.isfinite(grad).all() and grad.abs().sum() > 0
+        losses[alpha] = out["classification"].detach()
+    torch.testing.assert_close(losses[(0.25,) * NUM_CLASSES], losses[0.25])
+    assert not torch.allclose(losses[(0.1, 0.5, 0.9)], losses[0.25])
+
+
+def test_per_class_alpha_of_the_wrong_length_is_refused_at_build():
+    from focalbench.errors import InputError
+
+    with pytest.raises(InputError, match="loss.alpha has 2 per-class weights; the dataset has 3"):
+        build_retinanet(RetinaNetCfg(), LossCfg("focal", (0.5, 0.5)), NUM_CLASSES, SIZE)
