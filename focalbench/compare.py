@@ -13,7 +13,6 @@ Torch-free (cli -> compare -> metrics, results).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Sequence
@@ -29,11 +28,11 @@ from focalbench.metrics.bootstrap import Comparison, paired_bootstrap
 from focalbench.metrics.evaluate import detection_set, load_json
 from focalbench.metrics.resample import LOWER_IS_BETTER, METRICS, ResampledMetrics
 from focalbench.results.leaderboard import leaderboard
+from focalbench.results.run_files import fingerprint, folder_of, recorded, val_ann_of
 from focalbench.results.store import read_rows
 
 DEFAULT_METRICS = ("mAP", "laece0")
 # engine/datasets.VAL_SEED_OFFSET (not imported: that module loads torch); a test pins the two
-_SYNTH_VAL_SEED_OFFSET = 10_000
 # dotted config keys whose runs.csv column is not their last component
 _COLUMN_OF = {
     "model.name": "model",
@@ -98,16 +97,6 @@ def _seed_of(folder: Path) -> int | None:
     return int(seed) if isinstance(seed, int) else None
 
 
-def _folder_of(row: dict[str, str], csv_path: Path) -> Path:
-    """A row's run folder: as written (relative to where training ran), else under the CSV's
-    results folder."""
-    given = Path(row.get("run_dir", ""))
-    candidates = [given, csv_path.parent.parent / given]
-    if len(given.parts) > 1:
-        candidates.append(csv_path.parent.joinpath(*given.parts[1:]))
-    return next((c for c in candidates if (c / "detections.json").is_file()), given)
-
-
 def _selector(spec: str) -> list[str]:
     items = []
     for item in spec.split(","):
@@ -125,7 +114,7 @@ def resolve(spec: str, csv_path: Path, side: str) -> list[Run]:
     if folder.is_dir():
         if not (folder / "detections.json").is_file():
             raise InputError(f"{side} {spec!r}: a folder without detections.json is no run folder")
-        rid = _recorded(folder, "run_id")
+        rid = recorded(folder, "run_id")
         return [Run(str(rid or folder.name), folder, _seed_of(folder))]
     rows = read_rows(csv_path)
     if "=" in spec:
@@ -151,47 +140,12 @@ def resolve(spec: str, csv_path: Path, side: str) -> list[Run]:
             raise InputError(f"{side} {spec!r}: its latest attempt is {picked[0]['status']}")
     runs = []
     for row in picked:
-        where = _folder_of(row, csv_path)
+        where = folder_of(row, csv_path)
         if not (where / "detections.json").is_file():
             raise InputError(f"{side} {spec!r}: run {row['run_id']} has no {where}/detections.json")
         seed = int(row["seed"]) if row.get("seed", "").strip().lstrip("-").isdigit() else None
         runs.append(Run(row["run_id"], where, seed))
     return sorted(runs, key=lambda r: (r.seed is None, r.seed or 0, r.run_id))
-
-
-def _recorded(folder: Path, key: str) -> Any:
-    """metrics.json[key] of a run folder; None without the file or the key."""
-    metrics = folder / "metrics.json"
-    if not metrics.is_file():
-        return None
-    data = load_json(metrics, "metrics")
-    return data.get(key) if isinstance(data, dict) else None
-
-
-def val_ann_of(folder: Path) -> Path:
-    """The validation ground truth a run was scored on (see the module docstring)."""
-    recorded = _recorded(folder, "val_ann")
-    if recorded:
-        return Path(recorded)
-    import yaml
-
-    path = None
-    try:
-        data = yaml.safe_load((folder / "config.yaml").read_text())["data"]
-        if data["name"] == "synthetic":
-            # the run folder is <results>/runs/<id> or <results>/sweeps/<sweep>/<job>
-            root = folder.parent.parent if folder.parent.name == "runs" else folder.parents[2]
-            seed = int(data.get("synth_seed", 0)) + _SYNTH_VAL_SEED_OFFSET
-            name = f"synthetic-val-n{data['val_images']}-s{data['image_size']}-seed{seed}"
-            path = root / "data" / name / "annotations.json"
-    except (OSError, KeyError, TypeError, IndexError, ValueError, yaml.YAMLError):
-        pass  # not a config this can read: the error below
-    if path is None:
-        raise InputError(
-            f"{folder}: metrics.json names no val_ann and config.yaml no synthetic data; "
-            "cannot tell which validation set the run was scored on"
-        )
-    return path
 
 
 def _scorers(runs: list[Run], metrics: list[str], gts: dict[Path, Any]) -> list[ResampledMetrics]:
@@ -206,17 +160,10 @@ def _scorers(runs: list[Run], metrics: list[str], gts: dict[Path, Any]) -> list[
     return out
 
 
-def _fingerprint(gt: Any) -> tuple[list[Any], str]:
-    """(sorted image ids, a hash of the annotations in any order)."""
-    ids = sorted(im.get("id") for im in gt.get("images", []))
-    anns = sorted(json.dumps(a, sort_keys=True) for a in gt.get("annotations", []))
-    return ids, hashlib.sha1("\n".join(anns).encode()).hexdigest()
-
-
 def _same_validation_set(gts: dict[Path, Any]) -> None:
     """InputError unless every ground truth holds the same images and annotations (the files may
     differ: a copy, or a re-serialization)."""
-    (first, ref), *others = ((p, _fingerprint(g)) for p, g in gts.items())
+    (first, ref), *others = ((p, fingerprint(g)) for p, g in gts.items())
     for path, fp in others:
         if fp != ref:
             what = "image ids" if fp[0] != ref[0] else "annotations"

@@ -12,6 +12,7 @@ import pytest
 from focalbench import compare as cmp
 from focalbench.cli import main
 from focalbench.metrics import evaluate
+from focalbench.results.run_files import val_ann_of
 from focalbench.results.store import append_row
 from tests.conftest import TINY
 from tests.metrics.synthetic_runs import detections, ground_truth
@@ -133,7 +134,7 @@ def test_val_set_from_config_yaml_for_older_synthetic_folders(results):
     (folder / "config.yaml").write_text(
         "seed: 4\ndata:\n  name: synthetic\n  val_images: 60\n  image_size: 64\n  synth_seed: 3\n"
     )
-    assert cmp.val_ann_of(folder) == gt_path
+    assert val_ann_of(folder) == gt_path
     r = cmp.compare(str(folder), "focal0", ["mAP"], 20, 0)
     assert r.runs_a[0].seed == 4 and r.comparison.metrics[0].hi == 0.0  # same detections
 
@@ -188,8 +189,9 @@ def test_two_real_tiny_runs(tmp_path, monkeypatch, capsys):
     from focalbench.config import compose
     from focalbench.engine.datasets import VAL_SEED_OFFSET
     from focalbench.engine.run import run
+    from focalbench.results.run_files import SYNTH_VAL_SEED_OFFSET
 
-    assert cmp._SYNTH_VAL_SEED_OFFSET == VAL_SEED_OFFSET
+    assert SYNTH_VAL_SEED_OFFSET == VAL_SEED_OFFSET
     monkeypatch.chdir(tmp_path)
     ids = [run(compose([*TINY, "train.epochs=1", *extra])).run_id for extra in ([], ["loss=bce"])]
     code, out, err = _main(["compare", *ids, "--json", "--n-boot", "50"], capsys)

@@ -159,7 +159,8 @@ def test_sweep_end_to_end_resumes_without_duplicates(cli, tmp_path):
     assert board.returncode == 0, board.stderr
     lines = board.stdout.strip().splitlines()
     assert len(lines) == 3  # header + focal + bce, seeds aggregated
-    assert "mAP_mean" in lines[0] and lines[1].rstrip().endswith("2")
+    board_rows = list(csv.DictReader(lines))
+    assert "mAP_mean" in lines[0] and {r["n"] for r in board_rows} == {"2"}
 
 
 def test_dry_run_runs_nothing(cli, tmp_path):

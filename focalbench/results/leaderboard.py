@@ -11,6 +11,7 @@ Per group and metric: the mean, the sample std (ddof=1) and n, the number of run
 that metric. The std of a single value is NaN, not 0: "one seed" and "the seeds agree exactly" are
 different claims, and the tables print the former as a bare mean.
 Outputs: a rich table (terminal), CSV (mean and std columns), markdown (papers); plots in plots.py.
+noise.py adds the "vs best" column (within noise of the best config or not) to a built board.
 Torch-free: the CLI's `leaderboard` must start fast.
 """
 
@@ -30,7 +31,14 @@ from focalbench.config import RunConfig
 from focalbench.config import run_id as config_hash
 from focalbench.errors import InputError
 from focalbench.results import run_configs
-from focalbench.results.schema import CONFIG_KEYS, LOWER_IS_BETTER, METRICS, SHOWN_BY_CSV, Board
+from focalbench.results.schema import (
+    CONFIG_KEYS,
+    LOWER_IS_BETTER,
+    METRICS,
+    SHOWN_BY_CSV,
+    WITHIN_NOISE,
+    Board,
+)
 from focalbench.results.store import CSV_COLUMNS, STATUSES, format_cell, latest_rows
 
 _COARSE = {"imgs_per_s", "wall_s"}  # throughput and time: one decimal; scores: three
@@ -223,7 +231,18 @@ def _split_config(board: Board) -> tuple[list[str], dict[str, str]]:
 
 def _left(board: Board, header: str) -> bool:
     """Text columns are left-aligned, numbers right-aligned."""
-    return header in (*board.config_keys, "config_id", "run_id")
+    return header in (*board.config_keys, "config_id", "run_id", _VS_BEST)
+
+
+_VS_BEST = "vs best"  # noise.mark's column, shown right after the sort metric
+
+
+def _with_mark(board: Board, metrics: list[str], cells: list[str], mark: str) -> list[str]:
+    """The metric cells with `mark` inserted after the sort metric's (if the board has marks)."""
+    if "vs_best" not in board.columns:
+        return cells
+    at = metrics.index(board.sort) + 1 if board.sort in metrics else len(metrics)
+    return [*cells[:at], mark, *cells[at:]]
 
 
 # what fits an 80-column terminal; --metrics all (or a list) shows more
@@ -254,14 +273,21 @@ def _row_cells(
     config = [e[k] if e[k] != "" else "off" if k == "alpha" else "–" for k in varying]
     ident = [e["seed"], e["run_id"]] if board.by_seed else []
     tail = [] if board.by_seed else [str(e["n"])]
-    return [*config, *ident, *(_cell(board, e, m) for m in metrics), *tail]
+    cells = [_cell(board, e, m) for m in metrics]
+    mark = "≈" if e.get("vs_best") == WITHIN_NOISE else e.get("vs_best", "")
+    return [*config, *ident, *_with_mark(board, metrics, cells, mark), *tail]
 
 
 def _headers(board: Board, varying: list[str], metrics: list[str]) -> list[str]:
     return [
         *varying,
         *(["seed", "run_id"] if board.by_seed else []),
-        *(f"{m} {'↓' if m in LOWER_IS_BETTER else '↑'}" for m in metrics),
+        *_with_mark(
+            board,
+            metrics,
+            [f"{m} {'↓' if m in LOWER_IS_BETTER else '↑'}" for m in metrics],
+            _VS_BEST,
+        ),
         *([] if board.by_seed else ["n"]),
     ]
 
@@ -274,13 +300,13 @@ def _notes(board: Board, constant: dict[str, str]) -> tuple[str, str]:
 
 
 def to_rich_table(board: Board, metrics: Sequence[str] | None = None) -> Table:
-    """Constant config columns go to the title; the caption counts failed/diverged/interrupted.
-    Shows TABLE_METRICS (plus the sort key) unless `metrics` names others."""
+    """Constant config columns go to the title; the caption counts failed/diverged/interrupted,
+    then board.notes. Shows TABLE_METRICS (plus the sort key) unless `metrics` names others."""
     varying, constant = _split_config(board)
     default = TABLE_METRICS if board.sort in TABLE_METRICS else (board.sort, *TABLE_METRICS)
     metrics = _shown_metrics(board, metrics or default)
     title, caption = _notes(board, constant)
-    table = Table(title=title or None, caption=caption)
+    table = Table(title=title or None, caption="\n".join([caption, *board.notes]))
     for h in _headers(board, varying, metrics):
         bold = h.split(" ")[0] == board.sort
         table.add_column(
@@ -310,7 +336,8 @@ def to_csv(board: Board) -> str:
 
 
 def to_markdown(board: Board, metrics: Sequence[str] | None = None) -> str:
-    """A GitHub/pandoc pipe table (config columns, mean ± std, n), then one line of notes."""
+    """A GitHub/pandoc pipe table (config columns, mean ± std, n), then one line of notes and
+    board.notes, each a paragraph of its own."""
     varying, constant = _split_config(board)
     metrics = _shown_metrics(board, metrics)
     headers = _headers(board, varying, metrics)
@@ -322,7 +349,8 @@ def to_markdown(board: Board, metrics: Sequence[str] | None = None) -> str:
         "| " + " | ".join(_row_cells(board, e, varying, metrics)) + " |" for e in board.entries
     ]
     title, caption = _notes(board, constant)
-    return "\n".join(lines) + "\n\n" + (f"{title}; " if title else "") + caption + "\n"
+    notes = [(f"{title}; " if title else "") + caption, *board.notes]
+    return "\n".join(lines) + "".join(f"\n\n{n}" for n in notes) + "\n"
 
 
 def plot(board: Board, path: str | Path, metric: str = "mAP") -> list[Path]:

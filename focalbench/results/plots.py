@@ -1,5 +1,9 @@
 """Leaderboard figures: alpha x gamma heatmaps of a metric (a panel per loss), mAP vs LaECE0.
 
+On a board with noise marks (noise.mark), the best config and those within noise of it are marked
+in both: a heatmap cell of the sort metric gets "best" or "≈" under its value; in the scatter the
+best is ringed by a star, each config within noise by a circle.
+
 Drawn from a grouped Board (schema.py); leaderboard.plot regroups a by_seed one. Imported lazily
 (by leaderboard.plot), so matplotlib never slows `--help` or the table output.
 Figures are drawn on the Agg canvas directly (Figure + FigureCanvasAgg, no pyplot): no global
@@ -16,7 +20,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from focalbench.errors import InputError
-from focalbench.results.schema import LOWER_IS_BETTER, METRICS, Board
+from focalbench.results.schema import BEST, LOWER_IS_BETTER, METRICS, WITHIN_NOISE, Board
 
 _OFF = "off"  # alpha left empty: no alpha-balancing
 
@@ -56,8 +60,10 @@ def plot(board: Board, path: str | Path, metric: str = "mAP") -> list[Path]:
         )
     path.parent.mkdir(parents=True, exist_ok=True)
     scatter_path = path.with_name(f"{path.stem}_scatter{path.suffix}")
-    _heatmaps(entries, _panel_keys(board), metric).savefig(path, dpi=120)
-    _scatter(entries, board.extra_keys).savefig(scatter_path, dpi=120)
+    # the marks are about the sort metric: a heatmap of another metric goes without them
+    marked = metric == board.sort
+    _heatmaps(entries, _panel_keys(board), metric, marked).savefig(path, dpi=120)
+    _scatter(entries, board.extra_keys, board.sort).savefig(scatter_path, dpi=120)
     return [path, scatter_path]
 
 
@@ -73,11 +79,18 @@ def _panel_keys(board: Board) -> list[str]:
     return keys
 
 
-def _heatmaps(entries: list[dict[str, Any]], keys: list[str], metric: str) -> Figure:
+_MARK_TEXT = {BEST: "best", WITHIN_NOISE: "≈"}
+
+
+def _heatmaps(entries: list[dict[str, Any]], keys: list[str], metric: str, marked: bool) -> Figure:
     panels: dict[tuple[str, ...], dict[tuple[str, str], float]] = {}
+    marks: dict[tuple[tuple[str, ...], str, str], str] = {}  # (panel, gamma, alpha) -> text
     for e in entries:
-        cells = panels.setdefault(tuple(e[k] for k in keys), {})
+        panel = tuple(e[k] for k in keys)
+        cells = panels.setdefault(panel, {})
         cells[(e["gamma"], e["alpha"] or _OFF)] = e[f"{metric}_mean"]
+        if marked and e.get("vs_best") in _MARK_TEXT:
+            marks[(panel, e["gamma"], e["alpha"] or _OFF)] = _MARK_TEXT[e["vs_best"]]
     values = [x for cells in panels.values() for x in cells.values() if not math.isnan(x)]
     vmin, vmax = (min(values), max(values)) if values else (0.0, 1.0)
     cmap = "viridis_r" if metric in LOWER_IS_BETTER else "viridis"
@@ -98,7 +111,9 @@ def _heatmaps(entries: list[dict[str, Any]], keys: list[str], metric: str) -> Fi
                 if not math.isnan(x):
                     r, g, b, _ = image.cmap(image.norm(x))
                     ink = "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"
-                    ax.text(ai, gi, f"{x:.3f}", ha="center", va="center", color=ink, fontsize=8)
+                    tag = marks.get((panel, gammas[gi], alphas[ai]))
+                    text = f"{x:.3f}" if tag is None else f"{x:.3f}\n{tag}"
+                    ax.text(ai, gi, text, ha="center", va="center", color=ink, fontsize=8)
         ax.set_xticks(range(len(alphas)), alphas)
         ax.set_yticks(range(len(gammas)), gammas)
         ax.set_xlabel("alpha")
@@ -110,12 +125,15 @@ def _heatmaps(entries: list[dict[str, Any]], keys: list[str], metric: str) -> Fi
     if image is not None:
         arrow = "lower is better" if metric in LOWER_IS_BETTER else "higher is better"
         fig.colorbar(image, ax=list(axes), label=f"{metric} ({arrow})", shrink=0.9)
-    fig.suptitle(f"{metric}, mean over seeds")
+    noise = "; ≈: within noise of the best (95% paired bootstrap)" if marks else ""
+    fig.suptitle(f"{metric}, mean over seeds{noise}", fontsize=10)
     return fig
 
 
-def _scatter(entries: list[dict[str, Any]], extra_keys: list[str]) -> Figure:
-    """One marker per config at (LaECE0, mAP) with ±std error bars; colour = loss."""
+def _scatter(entries: list[dict[str, Any]], extra_keys: list[str], sort: str) -> Figure:
+    """One marker per config at (LaECE0, mAP) with error bars of ± the sample std over seeds
+    (none with one seed); colour = loss. With noise marks: a star around the best, a circle
+    around each config within noise of it (in the sort metric)."""
     fig = Figure(figsize=(6, 4.5), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.subplots()
@@ -142,9 +160,28 @@ def _scatter(entries: list[dict[str, Any]], extra_keys: list[str]) -> Figure:
                     textcoords="offset points",
                     xytext=(4, 4),
                 )
-    ax.set_xlabel("LaECE0 (lower is better)")
-    ax.set_ylabel("mAP (higher is better)")
-    ax.set_title("mAP vs LaECE0, one marker per config (mean ± std over seeds)", fontsize=9)
-    ax.legend(title="loss", fontsize=8)
+    for mark, marker, size in ((BEST, "*", 320), (WITHIN_NOISE, "o", 160)):
+        ring = [e for e in entries if e.get("vs_best") == mark]
+        if ring:
+            ax.scatter(
+                [e["laece0_mean"] for e in ring],
+                [e["mAP_mean"] for e in ring],
+                facecolors="none",
+                edgecolors="black",
+                linewidths=1.2,
+                zorder=3,
+                label=f"best by {sort}" if mark == BEST else "within noise of the best",
+                marker=marker,
+                s=size,
+            )
+    ax.set_xlabel("LaECE0 (lower is better), error bar: ± std over seeds")
+    ax.set_ylabel("mAP (higher is better), error bar: ± std over seeds")
+    title = "mAP vs LaECE0, one marker per config (mean ± sample std over seeds)"
+    if any("vs_best" in e for e in entries):
+        title += (
+            f"\nwithin noise: the 95% paired bootstrap interval of best − config in {sort} holds 0"
+        )
+    ax.set_title(title, fontsize=8)
+    ax.legend(title="loss", fontsize=8, markerscale=0.6)
     ax.grid(alpha=0.3)
     return fig

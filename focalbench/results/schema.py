@@ -28,6 +28,13 @@ SHOWN_BY_CSV = frozenset({
     "train.epochs", "data.image_size",
 })  # fmt: skip
 
+# `leaderboard --noise` (results/noise.py): each config against the best one, in the sort metric, by
+# the paired bootstrap of `focalbench compare` (best - config). Within noise: its 95% interval
+# contains 0. "better" (the interval favours the config over the best) can only happen when the
+# CSV's means and the run folders' detections disagree.
+NOISE_COLUMNS = ("vs_best", "vs_best_lo", "vs_best_hi", "p_best_wins")
+BEST, WITHIN_NOISE, WORSE, BETTER, NOT_COMPARED = "best", "within noise", "worse", "better", "n/a"
+
 
 @dataclass
 class Board:
@@ -43,6 +50,9 @@ class Board:
     not_ok: latest attempts (after --where) left out by status: {"failed": 1, "diverged": 0, ...}.
     rows: the ok rows behind the entries (to regroup a by_seed board, e.g. for plots), each with its
       "config_id" filled in.
+    notes: extra lines for the caption / the markdown notes (e.g. how vs_best was computed).
+    With noise marks (noise.mark), grouped entries also hold NOISE_COLUMNS: "vs_best" (BEST,
+    WITHIN_NOISE, WORSE, BETTER or NOT_COMPARED) and floats (NaN for the best and n/a).
     """
 
     entries: list[dict[str, Any]]
@@ -52,6 +62,7 @@ class Board:
     not_ok: dict[str, int] = field(default_factory=dict)
     rows: list[dict[str, str]] = field(default_factory=list)
     extra_keys: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def config_keys(self) -> list[str]:
