@@ -105,6 +105,12 @@ def _case_args(case: str, coco: dict, tmp_path: Path) -> list[str]:
         "alpha_word_loss": ["train", "loss=softmax_focal", "loss.alpha=inverse_freq"],
         "sweep_grid": ["sweep", "loss=focal,nope"],
         "sweep_value": ["sweep", "loss.gamma=2,-1"],
+        # the adaptive search
+        "search_interval": ["sweep", "--search", "tpe", "loss.gamma=interval(5,0)"],
+        "search_no_flag": ["sweep", "loss.gamma=interval(0,5)"],
+        "search_objective": ["sweep", "--search", "tpe", "--objective", "AP51",
+                             "loss.gamma=interval(0,5)"],  # fmt: skip
+        "search_trials": ["sweep", "--search", "tpe", "--trials", "0", "loss.gamma=interval(0,5)"],
         # data=coco
         "coco_missing_images": _coco_train(ann, str(coco["root"] / "empty_images")),
         "coco_truncated": _coco_train(
@@ -213,6 +219,10 @@ CATALOGUE = [
     ("alpha_word_loss", "loss.alpha=inverse_freq is supported by loss=focal only, not 'softmax_"),
     ("sweep_grid", "unknown loss 'nope'; choose from"),
     ("sweep_value", "loss.gamma=-1"),
+    ("search_interval", "loss.gamma=interval(5,0): lo must be below hi (got 5 and 0)"),
+    ("search_no_flag", "loss.gamma=interval(0,5): interval(...) is a search dimension; add --s"),
+    ("search_objective", "--objective 'AP51' is not a metric; choose from ['mAP', "),
+    ("search_trials", "--trials 0: a search needs at least 1 trial"),
     ("coco_missing_images", "chosen image files are missing"),
     ("coco_truncated", "cut.json: invalid JSON"),
     ("coco_duplicate_ids", "dup.json: duplicate_image_id"),
