@@ -106,7 +106,8 @@ def sweep(
     launcher: Annotated[
         str,
         typer.Option(
-            help="pool (local CPU/GPU pool) or a Hydra launcher config, e.g. submitit_slurm."
+            help="pool (local CPU/GPU pool), submitit_slurm (a SLURM job array of the runs not "
+            "done yet) or another Hydra launcher config (a Hydra multirun)."
         ),
     ] = "pool",
     sweep_id: Annotated[
@@ -125,12 +126,44 @@ def sweep(
     retry_failed: Annotated[
         bool, typer.Option("--retry-failed", help="Re-run failed/diverged jobs.")
     ] = False,
+    pending_warn_min: Annotated[
+        float, typer.Option(help="SLURM: warn when a job has been pending this many minutes.")
+    ] = 10.0,
+    search: Annotated[
+        str | None,
+        typer.Option(
+            help="Adaptive search instead of a grid: tpe (Optuna). Dimensions are written "
+            "loss.gamma=interval(0,5), tag(log,interval(0.1,5)), int(interval(1,4)) or choice(a,b)."
+        ),
+    ] = None,
+    trials: Annotated[int, typer.Option(help="--search: trials in all (a re-run resumes).")] = 16,
+    objective: Annotated[
+        list[str] | None,
+        typer.Option(help="--search: metric to optimize; twice for a Pareto front (mAP, laece0)."),
+    ] = None,
+    search_seed: Annotated[int, typer.Option(help="--search: the sampler's seed.")] = 0,
 ) -> None:
-    """Run a grid of trainings; skip finished ones; print a summary (exit 1 if any job failed)."""
+    """Run a grid of trainings (or an adaptive --search); skip finished ones; print a summary (exit
+    1 if any job failed)."""
     from focalbench import sweep as sweeper
+    from focalbench.search import is_search_override
 
     gpu_ids = _parse_gpus(gpus)
-    if launcher != "pool":
+    if search is not None or any(is_search_override(o) for o in overrides or []):
+        if search is None:
+            bad = next(o for o in overrides or [] if is_search_override(o))
+            raise InputError(f"{bad}: interval(...) is a search dimension; add --search tpe")
+        if launcher != "pool" or dry_run:
+            raise InputError("--search runs trials in the local pool: drop --launcher/--dry-run")
+        from focalbench.search import run_search
+
+        code = run_search(
+            overrides or [], trials, objective or ["mAP"], search, search_seed, jobs=jobs,
+            gpus=gpu_ids, jobs_per_gpu=jobs_per_gpu, console=out,
+        )  # fmt: skip
+        raise typer.Exit(code)
+    # pool and submitit_slurm plan first and submit only unfinished runs; others are Hydra's
+    if launcher not in ("pool", "submitit_slurm"):
         code = sweeper.run_hydra_launcher(overrides or [], launcher, sweep_id, dry_run=dry_run)
     else:
         code = sweeper.run_sweep(
@@ -143,6 +176,8 @@ def sweep(
             force=force,
             retry_failed=retry_failed,
             console=out,
+            launcher=launcher,
+            pending_warn_min=pending_warn_min,
         )
     raise typer.Exit(code)
 
@@ -186,22 +221,42 @@ def leaderboard(
     rebuild: Annotated[
         bool, typer.Option("--rebuild", help="Regenerate the CSV from the run folders first.")
     ] = False,
+    noise: Annotated[
+        bool,
+        typer.Option(
+            "--noise/--no-noise",
+            help="A 'vs best' column: is each config within noise of the best (paired bootstrap "
+            "of `compare` on the sort metric)? n/a where run folders are gone; not with --by-seed.",
+        ),
+    ] = True,
+    n_boot: Annotated[int, typer.Option(min=1, help="Bootstrap resamples for --noise.")] = 1000,
+    seed: Annotated[
+        int, typer.Option(help="Resampling seed for --noise: same seed, same marks.")
+    ] = 0,
 ) -> None:
-    """Rank runs: latest row per run id, seeds aggregated as mean ± std."""
+    """Rank runs: latest row per run id, seeds aggregated as mean ± std, marked within noise of the
+    best or not."""
     from focalbench.results import leaderboard as lb
     from focalbench.results.store import read_rows
+    from focalbench.results.store import rebuild as rebuild_csv
 
     if fmt not in ("table", "csv", "md"):
         raise InputError(f"--format={fmt!r}; choose from ['csv', 'md', 'table']")
     if rebuild:
-        n = lb.rebuild(csv.parent, csv)
+        n = rebuild_csv(csv.parent, csv)
         err.print(f"rebuilt {csv} from the run folders: {n} rows")
     board = lb.leaderboard(read_rows(csv), sort=sort, where=where or [], by_seed=by_seed)
+    if noise:
+        from focalbench.results.noise import mark
+
+        board = mark(board, csv, n_boot=n_boot, seed=seed)
     shown = lb.select_metrics(metrics, board.sort)
     if fmt == "table":
         out.print(lb.to_rich_table(board, shown))
     else:
         sys.stdout.write(lb.to_csv(board) if fmt == "csv" else lb.to_markdown(board, shown))
+        for note in board.notes if fmt == "csv" else ():  # a CSV has no room for them
+            err.print(note, markup=False, highlight=False, soft_wrap=True)
     if plot is not None:
         for path in lb.plot(board, plot, metric=sort if sort in lb.METRICS else "mAP"):
             err.print(f"wrote {path}")
@@ -242,6 +297,39 @@ def evaluate(
         out.print(f"reliability diagram: {plot}")
 
 
+_RUN_SPEC = "Run id, run folder, or config selector key=value[,key=value] (all its ok seeds)."
+
+
+@app.command()
+def compare(
+    a: Annotated[str, typer.Argument(metavar="A", help=_RUN_SPEC, show_default=False)],
+    b: Annotated[str, typer.Argument(metavar="B", help=_RUN_SPEC, show_default=False)],
+    metric: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Metric to compare; repeatable (mAP, AP50, AP75, AR100, laece0, laace0, lrp, "
+            "dece, brier). Default: mAP and laece0."
+        ),
+    ] = None,
+    n_boot: Annotated[int, typer.Option(min=1, help="Bootstrap resamples.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Resampling seed: same seed, same numbers.")] = 0,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object instead of a table.")
+    ] = False,
+    csv: Annotated[Path, typer.Option(help="The runs CSV (run ids, selectors).")] = Path(
+        "results/runs.csv"
+    ),
+) -> None:
+    """Paired bootstrap over the validation images: A - B, its 95% interval and P(A wins)."""
+    from focalbench import compare as cmp
+
+    result = cmp.compare(a, b, metrics=metric, n_boot=n_boot, seed=seed, csv_path=csv)
+    if as_json:
+        sys.stdout.write(cmp.to_json(result) + "\n")
+        return
+    out.print(cmp.to_rich_table(result))
+
+
 @app.command()
 def losses() -> None:
     """Registered losses (and matching costs) with their parameters and papers."""
@@ -254,16 +342,34 @@ def losses() -> None:
         params = ", ".join(f"{k}={v}" for k, v in spec.params.items()) or "—"
         table.add_row(name, spec.kind, spec.target, params, spec.paper)
     out.print(table)
-    try:
-        from focalbench.matching import MATCH_COSTS
-    except ImportError:  # the matching library is optional until DETR lands
-        return
+    from focalbench.matching import MATCH_COSTS
+
     table = Table(title="DETR matching class costs (matcher=NAME)", title_justify="left")
     table.add_column("name")
     table.add_column("cost")
     for name, spec in sorted(MATCH_COSTS.items()):
-        table.add_row(name, getattr(spec, "summary", str(spec)))
+        table.add_row(name, spec.summary)
     out.print(table)
+
+
+@app.command()
+def pretrain(
+    backbone: Annotated[str, typer.Option(help="resnet18 or resnet50.")] = "resnet18",
+    seed: Annotated[int, typer.Option(min=0, help="Same seed, identical bytes.")] = 0,
+    results_dir: Annotated[
+        Path, typer.Option(help="Cache root: writes <results-dir>/pretrained/<name>.pt.")
+    ] = Path("results"),
+    force: Annotated[bool, typer.Option("--force", help="Train again over the cache.")] = False,
+) -> None:
+    """Pretrain a backbone on shape crops of the embedded data (a few CPU minutes), for
+    model.weights=synthetic. A second call reuses the cached file."""
+    from focalbench.pretrain import pretrain as run_pretrain
+
+    result = run_pretrain(results_dir, backbone, seed, force=force)
+    how = "cached" if result.reused else "wrote"
+    out.print(
+        f"{how} {result.path} (held-out crop accuracy {result.val_accuracy:.3f})", soft_wrap=True
+    )
 
 
 @data_app.command()
@@ -274,12 +380,19 @@ def synth(
     images: Annotated[int, typer.Option(min=1, help="Number of images.")] = 200,
     image_size: Annotated[int, typer.Option(min=32, help="Square image side in pixels.")] = 256,
     seed: Annotated[int, typer.Option(min=0, help="Same seed, identical files.")] = 0,
+    difficulty: Annotated[
+        str,
+        typer.Option(
+            help="Preset: easy (learnable in a few CPU minutes) or hard (the original images); "
+            "see the README for each one's class frequencies and object sizes."
+        ),
+    ] = "easy",
 ) -> None:
     """Write the embedded procedurally generated COCO-format dataset."""
     from focalbench.data import synthesize
 
     with out.status(f"drawing {images} images"):
-        ann = synthesize(out_dir, images, image_size, seed)
+        ann = synthesize(out_dir, images, image_size, seed, difficulty)
     out.print(f"wrote {ann} and {images} images under {out_dir / 'images'}")
 
 

@@ -88,7 +88,9 @@ def main() -> None:
     logits, boxes = logits[-1], boxes[-1]
     gts = normalized_targets(targets, (S, S))
     matchers = {
-        name: HungarianMatcher(name, alpha=0.25, gamma=2.0, softmax=model.criterion.cls_loss.softmax)
+        name: HungarianMatcher(
+            name, alpha=0.25, gamma=2.0, softmax=model.criterion.cls_loss.softmax
+        )
         for name in MATCH_COSTS
     }
     layers = cfg.model.dec_layers if cfg.model.aux_loss else 1

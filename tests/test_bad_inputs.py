@@ -108,8 +108,14 @@ def _case_args(case: str, coco: dict, tmp_path: Path) -> list[str]:
         # the adaptive search
         "search_interval": ["sweep", "--search", "tpe", "loss.gamma=interval(5,0)"],
         "search_no_flag": ["sweep", "loss.gamma=interval(0,5)"],
-        "search_objective": ["sweep", "--search", "tpe", "--objective", "AP51",
-                             "loss.gamma=interval(0,5)"],  # fmt: skip
+        "search_objective": [
+            "sweep",
+            "--search",
+            "tpe",
+            "--objective",
+            "AP51",
+            "loss.gamma=interval(0,5)",
+        ],  # fmt: skip
         "search_trials": ["sweep", "--search", "tpe", "--trials", "0", "loss.gamma=interval(0,5)"],
         # data=coco
         "coco_missing_images": _coco_train(ann, str(coco["root"] / "empty_images")),
