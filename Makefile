@@ -16,11 +16,13 @@ $(STAMP): pyproject.toml
 	  > $(VENV)/install.log 2>&1 || (tail -40 $(VENV)/install.log; exit 1)
 	touch $(STAMP)
 
-# The main job on the embedded dataset: a mini-sweep (bce vs focal at gamma 1 and 2, two seeds; bce ignores gamma,
-# so 6 runs), then the leaderboard and its heatmaps. A re-run resumes and skips finished runs.
+# The main job on the embedded dataset: the warm-start backbone (`focalbench pretrain`, cached), a
+# mini-sweep (bce vs focal at gamma 1 and 2, two seeds; bce ignores gamma, so 6 runs), then the
+# leaderboard and its heatmaps. A re-run resumes and skips finished runs.
 demo: install
+	$(BIN)/focalbench pretrain
 	$(BIN)/focalbench sweep experiment=demo_sweep loss=bce,focal loss.gamma=1,2 seed=0,1 --jobs 2
-	$(BIN)/focalbench leaderboard --where image_size=128 --plot results/demo_heatmap.png
+	$(BIN)/focalbench leaderboard --where image_size=160 --plot results/demo_heatmap.png
 
 # The SLURM tests (marker `slurm`) need a cluster: `make test-slurm` runs them, not `make test`.
 test: install

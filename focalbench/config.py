@@ -46,6 +46,8 @@ def _check_range(
 
 
 NORMS = ("auto", "bn", "frozen_bn")
+# the embedded dataset's presets: focalbench.data.synthetic.DIFFICULTIES (a test keeps them equal)
+DIFFICULTIES = ("easy", "hard")
 # a torchvision weights name as torchvision spells it (IMAGENET1K_V1, DEFAULT); anything else but
 # `synthetic` is a file path
 _TORCHVISION_WEIGHTS = re.compile(r"[A-Z][A-Z0-9_]*")
@@ -77,6 +79,10 @@ class ModelCfg:
     # FrozenBatchNorm2d: the loaded statistics stay, right for pretrained weights at small batches)
     # | auto: bn from scratch, frozen_bn with any weights
     norm: str = "auto"
+    # ResNet stages that train, counted from the top (layer4, layer3, layer2, layer1, the stem), as
+    # torchvision's trainable_backbone_layers: 5 = all, 0 = the whole backbone frozen. None (auto):
+    # 5 from scratch, 3 with weights (torchvision's default for pretrained detection backbones)
+    trainable_layers: int | None = None
     detections_per_img: int = 100
 
     def __post_init__(self) -> None:
@@ -89,6 +95,8 @@ class ModelCfg:
                 "IMAGENET1K_V1, a file path, or synthetic"
             )
         _check_choice("model.norm", self.norm, NORMS)
+        if self.trainable_layers is not None:
+            _check_range("model.trainable_layers", self.trainable_layers, 0, 5)
         _check_range("model.detections_per_img", self.detections_per_img, 1)
 
     @property
@@ -102,16 +110,25 @@ class ModelCfg:
             return self.norm
         return "bn" if self.weights is None else "frozen_bn"
 
+    @property
+    def trainable(self) -> int:
+        """model.trainable_layers with auto resolved: 5 from scratch, 3 with weights."""
+        if self.trainable_layers is not None:
+            return self.trainable_layers
+        return 5 if self.weights is None else 3
+
     def science(self) -> dict[str, Any]:
-        """The fields that decide the numbers. weights (its kind) and norm enter only where they
-        differ from what the first schema, which had neither, always did (from scratch, BatchNorm),
-        so that those run ids keep their shape."""
+        """The fields that decide the numbers. weights (its kind), norm and trainable_layers enter
+        only where they differ from what the first schema, which had none of them, always did
+        (from scratch, BatchNorm, everything trained), so that those run ids keep their shape."""
         science = dataclasses.asdict(self)
-        del science["weights"], science["norm"]
+        del science["weights"], science["norm"], science["trainable_layers"]
         if self.weights_kind != "scratch":
             science["weights"] = self.weights_kind
         if self.norm_layer != "bn":
             science["norm"] = self.norm_layer
+        if self.trainable != 5:
+            science["trainable_layers"] = self.trainable
         return science
 
 
@@ -194,9 +211,11 @@ def _legacy_model_science(model: ModelCfg) -> dict[str, Any] | None:
     express this config (it knew only from-scratch or local-file weights, always with BatchNorm)."""
     if model.weights_kind not in ("scratch", "file") or model.norm_layer != "bn":
         return None
+    if model.trainable != 5:  # it trained every stage
+        return None
     science = dict(_LEGACY_MODEL_DEFAULTS)
     for f in dataclasses.fields(model):
-        if f.name not in ("weights", "norm"):
+        if f.name not in ("weights", "norm", "trainable_layers"):
             science[f.name] = getattr(model, f.name)
     return science
 
@@ -347,10 +366,14 @@ class DataCfg:
     val_image_dir: str | None = None
     categories: tuple[str, ...] | None = None
     bad_boxes: str = "error"  # error | fix (clip to the image, drop empty ones, with a warning)
+    # the embedded dataset's preset (data/synthetic.py DIFFICULTIES): easy (learnable in a few CPU
+    # minutes) | hard (the images of every run before the presets existed)
+    difficulty: str = "easy"
 
     def __post_init__(self) -> None:
         _check_choice("data", self.name, group_options("data"))
         _check_choice("data.bad_boxes", self.bad_boxes, ("error", "fix"))
+        _check_choice("data.difficulty", self.difficulty, DIFFICULTIES)
         minimum = 1 if self.name == "synthetic" else 0  # 0 = all images of a COCO file
         _check_range("data.train_images", self.train_images, minimum)
         _check_range("data.val_images", self.val_images, minimum)
@@ -359,6 +382,15 @@ class DataCfg:
             for option in ("ann", "images"):
                 if not getattr(self, option):
                     raise InputError(f"data=coco needs data.{option}=PATH")
+
+    def science(self) -> dict[str, Any]:
+        """The data fields that decide the numbers. difficulty enters only where it is not `hard`,
+        the images every run before the presets was trained on, so that those run ids stay; and
+        only for the embedded dataset (a COCO file has no presets)."""
+        science = dataclasses.asdict(self)
+        if self.difficulty == "hard" or self.name != "synthetic":
+            del science["difficulty"]
+        return science
 
 
 # torch.compile backends: inductor generates kernels; aot_eager traces forward and backward the same
@@ -446,7 +478,7 @@ class RunConfig:
                 "normalization": self.loss.normalization,
                 **self.loss.params,
             },
-            "data": dataclasses.asdict(self.data),
+            "data": self.data.science(),
             "train": train,
             "seed": self.seed,
         }
@@ -463,7 +495,7 @@ class RunConfig:
         """Every id this config's rows and run folders may carry: the run id first, then the id the
         first schema gave it (see _LEGACY_MODEL_DEFAULTS), where that schema could express it."""
         legacy = _legacy_model_science(self.model)
-        if legacy is None:
+        if legacy is None or "difficulty" in self.data.science():  # that schema had hard images
             return (self.run_id,)
         return (self.run_id, run_id(self._science(legacy)))
 
@@ -515,10 +547,19 @@ def _build_model(section: Any) -> ModelCfg:
 def _from_first_schema(section: dict[str, Any], cls: type[ModelCfg]) -> dict[str, Any]:
     """A model section of the first schema (a config.yaml written before RetinaNetCfg/DetrCfg; its
     weights_path key marks it) in today's terms: weights_path becomes weights, with the BatchNorm
-    that schema always trained, and the other model's fields, which changed nothing, are dropped."""
+    and the stages that schema always trained, and the other model's fields, which changed
+    nothing, are dropped."""
     own = {f.name for f in dataclasses.fields(cls)}
     today = {k: v for k, v in section.items() if k in own}
-    return {**today, "weights": section["weights_path"], "norm": "bn"}
+    return {**today, "weights": section["weights_path"], "norm": "bn", "trainable_layers": 5}
+
+
+def _data_section(section: Any) -> Any:
+    """A data section written before data.difficulty existed (a run folder's config.yaml) meant the
+    images now called hard: without the key it reads as hard, not as today's default."""
+    if isinstance(section, dict) and "difficulty" not in section:
+        return {**section, "difficulty": "hard"}
+    return section
 
 
 def from_container(cfg: dict[str, Any]) -> RunConfig:
@@ -537,7 +578,7 @@ def from_container(cfg: dict[str, Any]) -> RunConfig:
         model=_build_model(cfg.get("model")),
         loss=_build(LossCfg, cfg.get("loss"), "loss"),
         matcher=_build(MatcherCfg, cfg.get("matcher"), "matcher"),
-        data=_build(DataCfg, cfg.get("data"), "data"),
+        data=_build(DataCfg, _data_section(cfg.get("data")), "data"),
         train=_build(TrainCfg, cfg.get("train"), "train"),
         wandb=_build(WandbCfg, logger.get("wandb"), "logger.wandb"),
         seed=seed,

@@ -53,8 +53,15 @@ def synthetic_files(
         ("train", data_cfg.train_images, data_cfg.synth_seed),
         ("val", data_cfg.val_images, data_cfg.synth_seed + VAL_SEED_OFFSET),
     ):
-        folder = root / f"synthetic-{split}-n{n}-s{data_cfg.image_size}-seed{seed}"
-        _cached(folder, lambda tmp, n=n, seed=seed: synthesize(tmp, n, data_cfg.image_size, seed))
+        # hard keeps the folder name of the images made before the presets, so caches stay valid
+        preset = "" if data_cfg.difficulty == "hard" else f"{data_cfg.difficulty}-"
+        folder = root / f"synthetic-{preset}{split}-n{n}-s{data_cfg.image_size}-seed{seed}"
+        _cached(
+            folder,
+            lambda tmp, n=n, seed=seed: synthesize(
+                tmp, n, data_cfg.image_size, seed, difficulty=data_cfg.difficulty
+            ),
+        )
         out.append((folder / "annotations.json", folder / "images"))
     return out[0], out[1]
 

@@ -152,8 +152,9 @@ def _prepare(cfg: RunConfig, rdir: Path, force: bool):
     seed_everything(cfg.seed)
     try:
         model = build_model(
-            cfg.model, cfg.loss, cfg.matcher, train_ds.num_classes, cfg.data.image_size
-        )
+            cfg.model, cfg.loss, cfg.matcher, train_ds.num_classes, cfg.data.image_size,
+            results_dir=cfg.results_dir,
+        )  # fmt: skip
     except ValueError as exc:  # a builder's ValueError is a config it cannot build: bad input
         raise InputError(str(exc)) from exc
     if dist.is_main:

@@ -31,16 +31,18 @@ class Detector(Protocol):
     audit: Audit | None
 
 
-def _retinanet(model_cfg, loss_cfg, matcher_cfg, num_classes: int, image_size: int) -> nn.Module:
+def _retinanet(model_cfg, loss_cfg, matcher_cfg, num_classes: int, image_size: int,
+               results_dir="results") -> nn.Module:  # fmt: skip
     from focalbench.models.retinanet import build_retinanet
 
-    return build_retinanet(model_cfg, loss_cfg, num_classes, image_size)
+    return build_retinanet(model_cfg, loss_cfg, num_classes, image_size, results_dir)
 
 
-def _detr(model_cfg, loss_cfg, matcher_cfg, num_classes: int, image_size: int) -> nn.Module:
+def _detr(model_cfg, loss_cfg, matcher_cfg, num_classes: int, image_size: int,
+          results_dir="results") -> nn.Module:  # fmt: skip
     from focalbench.models.detr import build_detr
 
-    return build_detr(model_cfg, loss_cfg, matcher_cfg, num_classes, image_size)
+    return build_detr(model_cfg, loss_cfg, matcher_cfg, num_classes, image_size, results_dir)
 
 
 MODELS: dict[str, Callable[..., nn.Module]] = {"retinanet": _retinanet, "detr": _detr}
@@ -53,10 +55,12 @@ def get_model_builder(name: str) -> Callable[..., nn.Module]:
         raise ValueError(f"unknown model {name!r}; choose from {sorted(MODELS)}") from None
 
 
-def build_model(model_cfg, loss_cfg, matcher_cfg, num_classes: int, image_size: int) -> nn.Module:
-    """The Detector that model_cfg (a RetinaNetCfg or DetrCfg) names."""
+def build_model(model_cfg, loss_cfg, matcher_cfg, num_classes: int, image_size: int,
+                results_dir="results") -> nn.Module:  # fmt: skip
+    """The Detector that model_cfg (a RetinaNetCfg or DetrCfg) names; results_dir is where a
+    `model.weights=synthetic` backbone is cached (results/pretrained/)."""
     return get_model_builder(model_cfg.name)(
-        model_cfg, loss_cfg, matcher_cfg, num_classes, image_size
+        model_cfg, loss_cfg, matcher_cfg, num_classes, image_size, results_dir
     )
 
 

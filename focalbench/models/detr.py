@@ -29,6 +29,8 @@ detr_criterion.py, the matching audit in detr_audit.py, the classification loss 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -45,7 +47,7 @@ from focalbench.models.detr_layers import (
     ResNetBody,
     SinePositionEncoding,
 )
-from focalbench.models.weights import load_backbone_weights, norm_layer
+from focalbench.models.weights import freeze_stages, load_backbone_weights, norm_layer
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -216,7 +218,7 @@ def cost_alpha_gamma(loss_cfg, matcher_cfg) -> tuple[float | tuple[float, ...] |
 
 def build_detr(
     model_cfg: DetrCfg, loss_cfg: LossCfg, matcher_cfg: MatcherCfg, num_classes: int,
-    image_size: int,
+    image_size: int, results_dir: str | Path = "results",
 ) -> SmallDETR:  # fmt: skip
     """SmallDETR and its set criterion from the config dataclasses."""
     m = model_cfg
@@ -232,7 +234,8 @@ def build_detr(
         matcher, cls_loss, m.weight_class, m.weight_bbox, m.weight_giou, aux_loss=m.aux_loss
     )
     backbone = ResNetBody(m.backbone, norm_layer=norm_layer(m.norm_layer))
-    load_backbone_weights(backbone.net, m.weights, m.backbone)
+    load_backbone_weights(backbone.net, m.weights, m.backbone, results_dir)
+    freeze_stages(backbone.net, m.trainable)
     return SmallDETR(
         backbone, num_classes, criterion, d_model=m.d_model, nheads=m.nheads,
         enc_layers=m.enc_layers, dec_layers=m.dec_layers, dim_feedforward=m.dim_feedforward,

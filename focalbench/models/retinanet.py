@@ -11,6 +11,7 @@ side a distribution over reg_max + 1 distances (in stride units), trained with D
 from __future__ import annotations
 
 from functools import partial
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +32,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 from focalbench.config import LossCfg, RetinaNetCfg
 from focalbench.losses import distribution_focal_loss
 from focalbench.models.criterion import PRIOR_PROB, ClassificationLoss, init_class_bias
-from focalbench.models.weights import load_backbone_weights, norm_layer
+from focalbench.models.weights import freeze_stages, load_backbone_weights, norm_layer
 
 DFL_WEIGHT = 0.25  # GFL's default weights of the DFL and GIoU terms
 GIOU_WEIGHT = 2.0
@@ -253,7 +254,11 @@ class FocalRetinaNet(RetinaNet):
 
 
 def build_retinanet(
-    model_cfg: RetinaNetCfg, loss_cfg: LossCfg, num_classes: int, image_size: int
+    model_cfg: RetinaNetCfg,
+    loss_cfg: LossCfg,
+    num_classes: int,
+    image_size: int,
+    results_dir: str | Path = "results",
 ) -> FocalRetinaNet:
     """RetinaNet with a ResNet-18/50 FPN (P3-P7): from scratch with BatchNorm, or from
     `model.weights` (see models/weights.py) with the BatchNorm handling of `model.norm`."""
@@ -262,7 +267,8 @@ def build_retinanet(
     resnet = getattr(torchvision.models, model_cfg.backbone)(
         weights=None, norm_layer=norm_layer(model_cfg.norm_layer)
     )
-    load_backbone_weights(resnet, model_cfg.weights, model_cfg.backbone)
+    load_backbone_weights(resnet, model_cfg.weights, model_cfg.backbone, results_dir)
+    freeze_stages(resnet, model_cfg.trainable)
     # C3..C5 widths: 128/256/512 (R18) or 512/1024/2048 (R50)
     c3 = resnet.layer2[-1].conv1.in_channels
     width = model_cfg.fpn_channels

@@ -65,7 +65,10 @@ def val_ann_of(folder: Path) -> Path:
             # the run folder is <results>/runs/<id> or <results>/sweeps/<sweep>/<job>
             root = folder.parent.parent if folder.parent.name == "runs" else folder.parents[2]
             seed = int(data.get("synth_seed", 0)) + SYNTH_VAL_SEED_OFFSET
-            name = f"synthetic-val-n{data['val_images']}-s{data['image_size']}-seed{seed}"
+            difficulty = data.get("difficulty", "hard")  # runs before the presets: hard
+            preset = "" if difficulty == "hard" else f"{difficulty}-"
+            size = data["image_size"]
+            name = f"synthetic-{preset}val-n{data['val_images']}-s{size}-seed{seed}"
             path = root / "data" / name / "annotations.json"
     except (OSError, KeyError, TypeError, IndexError, ValueError, yaml.YAMLError):
         pass  # not a config this can read: the error below
