@@ -170,8 +170,11 @@ PINNED = [
     (["loss=qfl", "experiment=gfl"], "4661784db5", "274a9a3aea"),
     # the first schema left weights_path out of the id; with the BatchNorm it always used, a file
     # of weights is that config still (model.norm=auto would freeze BatchNorm: another config)
-    (["model.weights=/data/r18.pth", "model.norm=bn", "model.trainable_layers=5"], "c2e48da9ff",
-     "00bd00969b"),  # fmt: skip
+    (
+        ["model.weights=/data/r18.pth", "model.norm=bn", "model.trainable_layers=5"],
+        "c2e48da9ff",
+        "00bd00969b",
+    ),  # fmt: skip
 ]
 
 
