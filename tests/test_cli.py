@@ -3,6 +3,7 @@ run."""
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 
@@ -108,7 +109,7 @@ def test_train_smoke_end_to_end(cli, tmp_path):
     assert len((tmp_path / "results" / "runs.csv").read_text().splitlines()) == 2
 
     # evaluate gives the same mAP for the run's own files
-    gt = next((tmp_path / "results" / "data").glob("synthetic-val-*")) / "annotations.json"
+    gt = Path(metrics["val_ann"])  # the validation set the run recorded
     evaluated = cli("evaluate", str(gt), str(run_dir / "detections.json"), "--json")
     assert evaluated.returncode == 0, evaluated.stderr
     assert abs(json.loads(evaluated.stdout)["mAP"] - metrics["mAP"]) < 1e-9

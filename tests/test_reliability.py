@@ -148,7 +148,8 @@ def test_a_second_attempt_waits_for_the_run_lock_then_skips(tmp_path, monkeypatc
 
 def test_an_ok_row_under_the_first_schemas_id_means_done(tmp_path):
     """Rows written before RetinaNetCfg/DetrCfg carry the config's old id (RunConfig.run_ids)."""
-    cfg = compose([*TINY, f"results_dir={tmp_path}"])
+    # the first schema knew only the images now called hard
+    cfg = compose([*TINY, f"results_dir={tmp_path}", "data.difficulty=hard"])
     old_id = cfg.run_ids[1]
     append_row(tmp_path / "runs.csv", {"run_id": old_id, "status": "ok"})
     assert run(cfg).status == "skipped"
@@ -158,7 +159,9 @@ def test_an_ok_row_under_the_first_schemas_id_means_done(tmp_path):
 def test_a_checkpoint_under_the_first_schemas_id_is_resumed(tmp_path):
     """An attempt interrupted before the upgrade: its folder and checkpoint carry the old id. The
     rerun resumes it (and its train_log) into the folder of today's id."""
-    cfg = compose([*TINY, f"results_dir={tmp_path}", "train.progress=false"])
+    cfg = compose(
+        [*TINY, f"results_dir={tmp_path}", "train.progress=false", "data.difficulty=hard"]
+    )
     first = run(cfg)
     assert first.status == "ok", first.error
     # make it the first schema's attempt, cut short after its last epoch's checkpoint
