@@ -54,6 +54,10 @@ def _canon(value: str) -> str:
     return str(int(x)) if x.is_integer() else repr(x)
 
 
+# the COCOeval stats among METRICS: -1 where the validation set has no object of that size
+COCO_STATS = ("mAP", "AP50", "AP75", "APs", "APm", "APl", "AR100")
+
+
 def _number(value: str) -> float:
     try:
         return float(value)
@@ -186,6 +190,8 @@ def _aggregate(members: list[dict[str, str]]) -> dict[str, Any]:
     entry: dict[str, Any] = {}
     for m in METRICS:
         values = [x for x in (_number(r[m]) for r in members) if not math.isnan(x)]
+        if m in COCO_STATS:  # COCOeval's -1: no ground truth in that area range, not a score
+            values = [x for x in values if x >= 0]
         entry[f"{m}_mean"] = statistics.fmean(values) if values else math.nan
         entry[f"{m}_std"] = statistics.stdev(values) if len(values) > 1 else math.nan  # ddof=1
         entry[f"{m}_n"] = len(values)

@@ -235,3 +235,15 @@ def test_rebuild_without_run_folders_keeps_csv(tmp_path):
     with pytest.raises(InputError, match="no run folders"):
         rebuild(tmp_path, csv_path)
     assert csv_path.read_text() == before
+
+
+def test_cocoevals_minus_one_is_no_value(tmp_path):
+    """COCOeval writes -1 for an area range without ground truth (no large objects at 160 px): the
+    board shows no value there, not a mean of -1."""
+    path = tmp_path / "runs.csv"
+    for s in (0, 1):
+        row = {"run_id": f"r{s}", "status": "ok", "seed": s, "loss": "focal", "mAP": 0.3 + s / 10}
+        append_row(path, {**row, "APl": -1.0})
+    (entry,) = leaderboard(read_rows(path)).entries
+    assert entry["mAP_mean"] == pytest.approx(0.35) and entry["APl_n"] == 0
+    assert math.isnan(entry["APl_mean"])
