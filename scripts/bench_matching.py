@@ -65,7 +65,8 @@ def main() -> None:
     device = torch.device(args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
-    overrides = ["experiment=detr_demo"] + (
+    # from scratch: the step time is what matters here, not a pretrain cache
+    overrides = ["experiment=detr_demo", "model.weights=null"] + (
         [f"model.num_queries={args.queries}"] if args.queries else []
     )
     cfg = compose(overrides)
