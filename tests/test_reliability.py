@@ -298,7 +298,7 @@ def _log_sizes(results: Path) -> dict[str, int]:
     return {p.stem: p.stat().st_size for p in results.glob("sweeps/*/logs/*.log")}
 
 
-_START = re.compile(r"training from scratch|resuming from \S+ \(epoch (\d+) of")
+_START = re.compile(r"training from epoch 0|resuming from \S+ \(epoch (\d+) of")
 
 
 def _starts_since(results: Path, sizes: dict[str, int]) -> dict[str, list[int]]:

@@ -242,7 +242,7 @@ def fit(
         say(
             f"resuming from {found_at} (epoch {start_epoch} of {train_cfg.epochs} done)"
             if start_epoch
-            else f"training from scratch ({train_cfg.epochs} epochs)"
+            else f"training from epoch 0 ({train_cfg.epochs} epochs)"
         )
     images_seen, train_time, first_step_at = 0, 0.0, None
     with progress_bar(train_cfg.progress and is_main) as progress:
