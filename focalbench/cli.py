@@ -233,6 +233,15 @@ def leaderboard(
     seed: Annotated[
         int, typer.Option(help="Resampling seed for --noise: same seed, same marks.")
     ] = 0,
+    freeze: Annotated[
+        bool,
+        typer.Option(
+            "--freeze",
+            help="Also keep what this board read from the run folders (config keys, vs-best "
+            "marks) in <csv stem>.frozen.json, so the same command gives the same board from the "
+            "CSV alone once the folders are gone.",
+        ),
+    ] = False,
 ) -> None:
     """Rank runs: latest row per run id, seeds aggregated as mean ± std, marked within noise of the
     best or not."""
@@ -245,11 +254,18 @@ def leaderboard(
     if rebuild:
         n = rebuild_csv(csv.parent, csv)
         err.print(f"rebuilt {csv} from the run folders: {n} rows")
-    board = lb.leaderboard(read_rows(csv), sort=sort, where=where or [], by_seed=by_seed)
+    from focalbench.results import frozen
+
+    kept = frozen.load(csv)
+    board = lb.leaderboard(
+        read_rows(csv), sort=sort, where=where or [], by_seed=by_seed, known_configs=kept["configs"]
+    )
+    if freeze:
+        frozen.save(csv, {**kept, "configs": {**kept["configs"], **board.flats}})
     if noise:
         from focalbench.results.noise import mark
 
-        board = mark(board, csv, n_boot=n_boot, seed=seed)
+        board = mark(board, csv, n_boot=n_boot, seed=seed, freeze=freeze)
     shown = lb.select_metrics(metrics, board.sort)
     if fmt == "table":
         out.print(lb.to_rich_table(board, shown))

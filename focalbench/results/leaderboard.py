@@ -125,11 +125,17 @@ def _extra_keys(flats: list[dict[str, str]]) -> list[str]:
 
 
 def leaderboard(
-    rows: list[dict[str, str]], sort: str = "mAP", where: Iterable[str] = (), by_seed: bool = False
+    rows: list[dict[str, str]],
+    sort: str = "mAP",
+    where: Iterable[str] = (),
+    by_seed: bool = False,
+    known_configs: dict[str, dict[str, str]] | None = None,
 ) -> Board:
     """Latest row per run id, filtered by `where` (AND of key=value items), ok rows grouped by
     config_id (or one entry per run with by_seed), sorted by `sort`: descending unless in
-    LOWER_IS_BETTER, NaN last. An unknown sort metric or where key -> InputError."""
+    LOWER_IS_BETTER, NaN last. An unknown sort metric or where key -> InputError.
+    known_configs: flat keys per config_id (a freeze, results/frozen.py) for groups whose run
+    folders are gone."""
     sort = _resolve(sort, METRICS, "--sort")
     filters = _parse_where(where)
     configs = _RunConfigs()
@@ -145,7 +151,12 @@ def leaderboard(
     for r in ok:
         groups.setdefault(r["config_id"], []).append(r)
     # with one group nothing varies: no config.yaml needs reading
-    flats = {cid: configs.flat(m) for cid, m in groups.items()} if len(groups) > 1 else {}
+    known = known_configs or {}
+    flats = (
+        {cid: configs.flat(m) or known.get(cid, {}) for cid, m in groups.items()}
+        if len(groups) > 1
+        else {}
+    )
     extra = _extra_keys(list(flats.values()))
 
     def config_of(r: dict[str, str]) -> dict[str, str]:
@@ -183,7 +194,7 @@ def leaderboard(
         return (math.isnan(x), 0.0 if math.isnan(x) else sign * x, ident)
 
     entries.sort(key=rank)
-    return Board(entries, columns, sort, by_seed, not_ok, ok, extra)
+    return Board(entries, columns, sort, by_seed, not_ok, ok, extra, flats=flats)
 
 
 def _aggregate(members: list[dict[str, str]]) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from focalbench.errors import InputError
+from focalbench.results import frozen
 from focalbench.results.run_files import fingerprint, folder_of, has_folder, val_ann_of
 from focalbench.results.schema import (
     BEST,
@@ -49,20 +50,35 @@ class _Mark:
     why: str = ""  # for n/a: the reason, counted in the notes
 
 
-def mark(board: Board, csv_path: str | Path, n_boot: int = 1000, seed: int = 0) -> Board:
+def mark(
+    board: Board, csv_path: str | Path, n_boot: int = 1000, seed: int = 0, freeze: bool = False
+) -> Board:
     """The board with NOISE_COLUMNS in every entry and in its CSV columns, and notes saying how
     they were computed (and why any is n/a). A by_seed or empty board comes back unchanged.
     csv_path: the runs CSV the board was read from (relative run_dir values are resolved
-    against it, as by compare)."""
+    against it, as by compare). With no run folder at all, marks frozen for this very board
+    (results/frozen.py) are used; freeze=True writes the marks computed here to that file."""
     if n_boot < 1:
         raise InputError(f"--n-boot: got {n_boot}; need at least 1 resample")
     if board.by_seed or not board.entries:
         return board
+    csv_path = Path(csv_path)
     groups: dict[str, list[dict[str, str]]] = {}
     for r in board.rows:
         groups.setdefault(r["config_id"], []).append(r)
     ids = [e["config_id"] for e in board.entries]
-    marks, n_images = _marks(ids, groups, board.sort, Path(csv_path), n_boot, seed)
+    key = frozen.board_key(
+        board.sort, n_boot, seed, [(c, [r["run_id"] for r in groups[c]]) for c in ids]
+    )
+    has_folders = any(has_folder(r, csv_path) for r in board.rows)
+    store = frozen.load(csv_path) if freeze or not has_folders else frozen.empty()
+    if not has_folders and key in store["boards"]:
+        marks, n_images = _thawed(store["boards"][key])
+    else:
+        marks, n_images = _marks(ids, groups, board.sort, csv_path, n_boot, seed)
+        if freeze and has_folders:
+            store["boards"][key] = _frozen(marks, n_images)
+            frozen.save(csv_path, store)
     entries = [
         {
             **e,
@@ -77,6 +93,26 @@ def mark(board: Board, csv_path: str | Path, n_boot: int = 1000, seed: int = 0) 
     return dataclasses.replace(
         board, entries=entries, columns=[*board.columns, *NOISE_COLUMNS], notes=notes
     )
+
+
+def _frozen(marks: dict[str, _Mark], n_images: int | None) -> dict[str, Any]:
+    enc = frozen.encode_float
+    return {
+        "n_images": n_images,
+        "marks": {
+            cid: [m.vs_best, enc(m.lo), enc(m.hi), enc(m.p_best_wins), m.why]
+            for cid, m in marks.items()
+        },
+    }
+
+
+def _thawed(data: dict[str, Any]) -> tuple[dict[str, _Mark], int | None]:
+    dec = frozen.decode_float
+    marks = {
+        cid: _Mark(vs, dec(lo), dec(hi), dec(p), why)
+        for cid, (vs, lo, hi, p, why) in data["marks"].items()
+    }
+    return marks, data["n_images"]
 
 
 def _marks(

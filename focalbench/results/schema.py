@@ -51,6 +51,8 @@ class Board:
     rows: the ok rows behind the entries (to regroup a by_seed board, e.g. for plots), each with its
       "config_id" filled in.
     notes: extra lines for the caption / the markdown notes (e.g. how vs_best was computed).
+    flats: {config_id: its flat science keys}, read from the run folders (or a freeze) when the
+      board has two or more groups; what `leaderboard --freeze` keeps.
     With noise marks (noise.mark), grouped entries also hold NOISE_COLUMNS: "vs_best" (BEST,
     WITHIN_NOISE, WORSE, BETTER or NOT_COMPARED) and floats (NaN for the best and n/a).
     """
@@ -63,6 +65,7 @@ class Board:
     rows: list[dict[str, str]] = field(default_factory=list)
     extra_keys: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    flats: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def config_keys(self) -> list[str]:

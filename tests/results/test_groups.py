@@ -3,6 +3,7 @@ and rows written by hand as the engine writes them (config.yaml via to_yaml, a r
 
 import csv
 import os
+import shutil
 import subprocess
 import sys
 
@@ -113,6 +114,30 @@ def test_qfl_and_gfl_differ_by_box_head(tmp_path):
     board = leaderboard(rows)
     assert [(e["model.box_head"], e["n"]) for e in board.entries] == [("dfl", 1), ("l1", 1)]
     assert "model.box_head" in board.extra_keys
+
+
+def test_freeze_keeps_the_keys_that_tell_groups_apart(tmp_path, lr_configs, monkeypatch, capsys):
+    """`leaderboard --freeze` keeps train.lr beside the CSV: once the folders are deleted the
+    same command still shows it (results/frozen.py)."""
+    from focalbench.cli import main
+
+    for key, cfg in lr_configs.items():
+        _write_run(tmp_path, cfg, MAPS[key])
+    monkeypatch.chdir(tmp_path)
+    args = ["leaderboard", "--csv", "runs.csv", "--format", "md", "--no-noise"]
+
+    def md(*extra):
+        with pytest.raises(SystemExit) as exit_info:
+            main([*args, *extra])
+        assert exit_info.value.code == 0
+        return capsys.readouterr().out
+
+    before = md("--freeze")
+    assert "train.lr" in before.splitlines()[0]
+    shutil.rmtree(tmp_path / "runs")
+    assert md() == before
+    (tmp_path / "runs.frozen.json").unlink()
+    assert "train.lr" not in md().splitlines()[0]  # without it: config_id tells them apart
 
 
 def test_folder_gone_falls_back_to_csv_columns(tmp_path, lr_configs):

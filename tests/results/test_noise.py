@@ -246,3 +246,29 @@ def test_noise_on_run_folders_imports_no_torch(results):
     )
     assert proc.returncode == 0, proc.stderr
     assert "worse" in proc.stdout
+
+
+def test_freeze_keeps_the_board_once_the_folders_are_gone(results, capsys):
+    """`--freeze` keeps the marks beside the CSV: the same command, run after the run folders are
+    deleted, prints the same bytes; a board over other runs does not take them."""
+    args = ["leaderboard", "--csv", "results/runs.csv", "--format", "md", "--n-boot", "50"]
+    code, frozen_md, err = _main([*args, "--freeze"], capsys)
+    assert code == 0, err
+    assert "| worse |" in frozen_md and "| ≈ |" in frozen_md
+    assert (results / "runs.frozen.json").is_file()
+    shutil.rmtree(results / "runs")
+    assert _main(args, capsys)[:2] == (0, frozen_md)
+    # another resampling seed, or one more run, is another board: n/a as without a freeze
+    assert "no run folder with detections.json" in _main([*args, "--seed", "1"], capsys)[1]
+    rows = read_rows(results / "runs.csv")
+    append_row(results / "runs.csv", {**rows[0], "run_id": "cfg-g1-s2", "seed": "2"})
+    code, out, _ = _main(args, capsys)
+    assert code == 0 and "| worse |" not in out and "no run folder with detections.json" in out
+
+
+def test_corrupt_freeze_is_a_one_line_error(results, capsys):
+    shutil.rmtree(results / "runs")
+    (results / "runs.frozen.json").write_text("{not json")
+    code, _, err = _main(["leaderboard", "--csv", "results/runs.csv"], capsys)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and "runs.frozen.json: unreadable" in err
