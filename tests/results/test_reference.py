@@ -1,0 +1,32 @@
+"""results/reference/: the committed leaderboards are what `focalbench leaderboard` makes of the
+committed CSVs, byte for byte (issue 17).
+
+Each command runs in an empty working directory, so no run folder can be found: the "vs best"
+marks and the config keys come from the freeze beside each CSV (results/frozen.py), as they do in
+a fresh clone. The arguments are those of scripts/reference_study.sh's `report`.
+"""
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from focalbench.cli import main
+
+REFERENCE = Path(__file__).resolve().parents[2] / "results" / "reference"
+BOARDS = [
+    ("demo_leaderboard.md", "demo_runs.csv", []),
+]
+
+
+@pytest.mark.parametrize(("board", "csv_name", "extra"), BOARDS, ids=[b[0] for b in BOARDS])
+def test_committed_leaderboard_is_reproduced(board, csv_name, extra, tmp_path, monkeypatch, capsys):
+    for name in (csv_name, csv_name.replace(".csv", ".frozen.json")):
+        shutil.copy(REFERENCE / name, tmp_path / name)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["leaderboard", "--csv", csv_name, "--format", "md", *extra])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out == (REFERENCE / board).read_text()
+    assert "n/a" not in out  # every mark came from the freeze, none is missing
