@@ -138,6 +138,7 @@ def _scatter(entries: list[dict[str, Any]], extra_keys: list[str], sort: str) ->
     FigureCanvasAgg(fig)
     ax = fig.subplots()
     losses = sorted({e["loss"] for e in entries})
+    matchers = {e.get("matcher", "") for e in entries}
     colours = {loss: f"C{i % 10}" for i, loss in enumerate(losses)}
     for loss in losses:
         group = [e for e in entries if e["loss"] == loss]
@@ -152,7 +153,9 @@ def _scatter(entries: list[dict[str, Any]], extra_keys: list[str], sort: str) ->
             for e, x, y in zip(group, xs, ys):
                 ax.annotate(
                     " ".join(
-                        [f"a={e['alpha'] or _OFF} g={e['gamma']}"]
+                        [f"a={e['alpha'] or _OFF}"]
+                        + ([f"g={e['gamma']}"] if e["gamma"] else [])  # bce has no gamma
+                        + ([e["matcher"]] if len(matchers) > 1 else [])  # a DETR matcher sweep
                         + [f"{k}={e[k]}" for k in extra_keys if e[k]]  # e.g. train.lr=0.01
                     ),
                     (x, y),
