@@ -38,12 +38,14 @@ search() {
 }
 
 run() {
-  $FB pretrain
+  # the synthetic backbone is cached per results folder (the same bytes in each: it is seeded)
+  for dir in results results/detr results/search; do $FB pretrain --results-dir $dir; done
   lane_a > results/study_lane_a.log 2>&1 &
   local a=$!
   lane_b > results/study_lane_b.log 2>&1 &
   local b=$!
-  wait $a && wait $b
+  wait $a || echo "lane a: some runs failed (results/study_lane_a.log)" >&2
+  wait $b || echo "lane b: some runs failed (results/study_lane_b.log)" >&2
   search
 }
 
@@ -86,7 +88,13 @@ print("whose query changed since the previous epoch. Mean ± sample std over see
 PY
 }
 
+config_id() {  # the config_id of a RetinaNet study config, from its overrides
+  .venv/bin/python -c "import sys; from focalbench.config import compose
+print(compose(['experiment=demo_sweep', *sys.argv[1:]]).config_id)" "$@"
+}
+
 report() {
+  export COLUMNS=100  # the width of compare's tables
   mkdir -p $OUT
   cp results/runs.csv $OUT/study_runs.csv
   cp results/detr/runs.csv $OUT/study_detr_runs.csv
@@ -116,10 +124,16 @@ report() {
   $FB compare "${c[@]}" loss=focal,alpha=0.25,gamma=2 loss=bce > $OUT/compare_focal_vs_bce.txt
   $FB compare "${c[@]}" loss=focal,alpha=0.25,gamma=2 loss=focal,alpha=0.75,gamma=0 \
     > $OUT/compare_focal_vs_balanced_ce.txt
-  # plain qfl and the GFL head share every CSV column but the config: select qfl by its config_id
-  local qfl
-  qfl=$(.venv/bin/python -c "from focalbench.config import compose as c; print(c(['experiment=demo_sweep', 'loss=qfl']).config_id)")
+  $FB compare "${c[@]}" loss=focal,alpha=0.75,gamma=0 loss=bce > $OUT/compare_balanced_ce_vs_bce.txt
+  $FB compare "${c[@]}" loss=focal,alpha=0.25,gamma=2 loss=focal,alpha=0.75,gamma=2 \
+    > $OUT/compare_focal_alpha_0.25_vs_0.75.txt
+  $FB compare "${c[@]}" loss=focal,alpha=0.25,gamma=2 loss=focal,alpha=0.25,gamma=5 > $OUT/compare_gamma_2_vs_5.txt
+  # plain qfl and the GFL head share every CSV column but the box head: select them by config_id
+  local qfl gfl
+  qfl=$(config_id loss=qfl)
+  gfl=$(config_id loss=qfl model.box_head=dfl model.reg_max=8)
   $FB compare "${c[@]}" config_id=$qfl loss=focal,alpha=0.25,gamma=2 > $OUT/compare_qfl_vs_focal.txt
+  $FB compare "${c[@]}" config_id=$gfl loss=focal,alpha=0.25,gamma=2 > $OUT/compare_gfl_vs_focal.txt
   $FB compare "${c[@]}" loss=vfl loss=focal,alpha=0.25,gamma=2 > $OUT/compare_vfl_vs_focal.txt
   $FB compare --csv $OUT/study_detr_runs.csv --metric mAP --metric laece0 matcher=focal matcher=focal_full \
     > $OUT/compare_focal_vs_focal_full_matching.txt
