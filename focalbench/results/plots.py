@@ -13,6 +13,7 @@ backend switch, no GUI, safe in worker processes.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -134,11 +135,13 @@ def _scatter(entries: list[dict[str, Any]], extra_keys: list[str], sort: str) ->
     """One marker per config at (LaECE0, mAP) with error bars of ± the sample std over seeds
     (none with one seed); colour = loss. With noise marks: a star around the best, a circle
     around each config within noise of it (in the sort metric)."""
-    fig = Figure(figsize=(6, 4.5), layout="constrained")
+    fig = Figure(figsize=(7.5, 4.5), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.subplots()
     losses = sorted({e["loss"] for e in entries})
     matchers = {e.get("matcher", "") for e in entries}
+    # an extra key (train.lr=0.01, model.box_head=dfl) is named only where it is not the usual value
+    usual = {k: Counter(e[k] for e in entries).most_common(1)[0][0] for k in extra_keys}
     colours = {loss: f"C{i % 10}" for i, loss in enumerate(losses)}
     for loss in losses:
         group = [e for e in entries if e["loss"] == loss]
@@ -156,7 +159,7 @@ def _scatter(entries: list[dict[str, Any]], extra_keys: list[str], sort: str) ->
                         [f"a={e['alpha'] or _OFF}"]
                         + ([f"g={e['gamma']}"] if e["gamma"] else [])  # bce has no gamma
                         + ([e["matcher"]] if len(matchers) > 1 else [])  # a DETR matcher sweep
-                        + [f"{k}={e[k]}" for k in extra_keys if e[k]]  # e.g. train.lr=0.01
+                        + [f"{k}={e[k]}" for k in extra_keys if e[k] and e[k] != usual[k]]
                     ),
                     (x, y),
                     fontsize=7,
@@ -185,6 +188,6 @@ def _scatter(entries: list[dict[str, Any]], extra_keys: list[str], sort: str) ->
             f"\nwithin noise: the 95% paired bootstrap interval of best − config in {sort} holds 0"
         )
     ax.set_title(title, fontsize=8)
-    ax.legend(title="loss", fontsize=8, markerscale=0.6)
+    ax.legend(title="loss", fontsize=8, markerscale=0.6, loc="upper left", bbox_to_anchor=(1.01, 1))
     ax.grid(alpha=0.3)
     return fig
