@@ -60,31 +60,40 @@ reliability() {  # reliability SELECTOR NAME: copy seed 0's reliability.png from
   cp "$dir/reliability.png" $OUT/reliability_$2.png
 }
 
-audit() {  # the matching audit each DETR run recorded (metrics.json), mean ± std over seeds per matcher
+audit() {  # the matching audit each DETR run logged (train_log.csv), per matcher: mean ± std over seeds
   .venv/bin/python - "$OUT/study_detr_runs.csv" <<'PY'
-import csv, json, statistics, sys
+import csv, math, statistics, sys
 from pathlib import Path
 
 by = {}
 for r in csv.DictReader(open(sys.argv[1])):
     if r["status"] == "ok":
-        audit = json.loads((Path(r["run_dir"]) / "metrics.json").read_text())["matching_audit"]
-        by.setdefault(r["matcher"], []).append(audit)
-keys = ["agreement", "regret", "instability"]
+        log = list(csv.DictReader(open(Path(r["run_dir"]) / "train_log.csv")))
+        col = lambda k: [float(e[k]) for e in log if not math.isnan(float(e[k]))]
+        by.setdefault(r["matcher"], []).append({
+            "agreement, all epochs": statistics.fmean(col("match_agreement")),
+            "agreement, last epoch": col("match_agreement")[-1],
+            "regret, all epochs": statistics.fmean(col("match_regret")),
+            "instability, all epochs": statistics.fmean(col("match_stability")),
+        })
+keys = list(next(iter(by.values()))[0])
 print("| matcher | runs | " + " | ".join(keys) + " |")
-print("|---|---|" + "---|" * len(keys))
+print("|---|---|" + "---:|" * len(keys))
 for matcher, audits in sorted(by.items()):
     cells = []
     for k in keys:
         xs = [a[k] for a in audits]
-        sd = f" ± {statistics.stdev(xs):.3f}" if len(xs) > 1 else ""
-        cells.append(f"{statistics.fmean(xs):.3f}{sd}")
+        fmt = ".1e" if k.startswith("regret") else ".3f"
+        sd = f" ± {statistics.stdev(xs):{fmt}}" if len(xs) > 1 else ""
+        cells.append(f"{statistics.fmean(xs):{fmt}}{sd}")
     print(f"| {matcher} | {len(audits)} | " + " | ".join(cells) + " |")
 print()
-print("After the last epoch, on the first 16 validation images (focalbench.matching.audit): agreement = share")
-print("of ground truths the run's class cost gives the query the loss-optimal cost gives; regret = extra")
-print("classification loss of the run's assignment per ground truth; instability = share of ground truths")
-print("whose query changed since the previous epoch. Mean ± sample std over seeds.")
+print("From each run's train_log.csv: the audit of focalbench.matching.audit after every epoch, on the first")
+print("16 validation images. agreement: share of ground truths that the run's class cost gives the query the")
+print("loss-optimal cost gives; regret: the extra classification loss of the run's assignment, per ground")
+print("truth; instability (logged as match_stability): share of ground truths whose query changed since the")
+print("previous epoch (epochs 2-14). Per run the mean over epochs (or the last epoch), then mean ± sample std")
+print("over the seeds.")
 PY
 }
 
