@@ -144,8 +144,10 @@ report() {
   $FB compare "${c[@]}" config_id=$qfl loss=focal,alpha=0.25,gamma=2 > $OUT/compare_qfl_vs_focal.txt
   $FB compare "${c[@]}" config_id=$gfl loss=focal,alpha=0.25,gamma=2 > $OUT/compare_gfl_vs_focal.txt
   $FB compare "${c[@]}" loss=vfl loss=focal,alpha=0.25,gamma=2 > $OUT/compare_vfl_vs_focal.txt
-  $FB compare --csv $OUT/study_detr_runs.csv --metric mAP --metric laece0 matcher=focal matcher=focal_full \
-    > $OUT/compare_focal_vs_focal_full_matching.txt
+  for m in focal_full prob ce; do
+    $FB compare --csv $OUT/study_detr_runs.csv --metric mAP --metric laece0 matcher=focal matcher=$m \
+      > $OUT/compare_focal_vs_${m}_matching.txt
+  done
 }
 
 case "${1:-}" in
