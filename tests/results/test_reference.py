@@ -16,6 +16,10 @@ from focalbench.cli import main
 REFERENCE = Path(__file__).resolve().parents[2] / "results" / "reference"
 BOARDS = [
     ("demo_leaderboard.md", "demo_runs.csv", []),
+    ("leaderboard.md", "study_runs.csv", []),
+    ("leaderboard_by_laece0.md", "study_runs.csv", ["--sort", "laece0"]),
+    ("leaderboard_detr.md", "study_detr_runs.csv", []),
+    ("leaderboard_search.md", "study_search_runs.csv", []),
 ]
 
 
