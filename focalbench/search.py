@@ -89,7 +89,7 @@ def parse_space(overrides: Sequence[str]) -> Space:
 
 def trial_overrides(space: Space, params: dict[str, Any]) -> list[str]:
     """The run's overrides for a trial's params (floats rounded to DIGITS decimals)."""
-    from focalbench.config import _override_value as override_value
+    from focalbench.config import override_value
 
     extra = []
     for key, value in params.items():
