@@ -2,18 +2,23 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# strict editable installs link the files present at install time: a folder whose entries changed (a
+# module or config file added, moved or removed) installs again
+SRC_DIRS := $(shell find focalbench hydra_plugins conf -type d -not -name __pycache__ 2>/dev/null)
 
 .PHONY: install demo test test-slurm lint bench clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(SRC_DIRS)
 	@echo "installing focalbench into $(VENV) (log: $(VENV)/install.log)"
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	@# strict editable mode: Hydra finds the gpu_pool launcher plugin and the packaged conf/
 	@($(BIN)/pip install -q --upgrade pip && \
 	  $(BIN)/pip install -q -e ".[dev]" --config-settings editable_mode=strict) \
 	  > $(VENV)/install.log 2>&1 || (tail -40 $(VENV)/install.log; exit 1)
+	@# byte-compiled now, so that the __pycache__ folders a first import adds do not look like changes
+	$(BIN)/python -m compileall -q focalbench hydra_plugins conf > /dev/null
 	touch $(STAMP)
 
 # The main job on the embedded dataset: the warm-start backbone (`focalbench pretrain`, cached), a

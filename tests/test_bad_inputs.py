@@ -103,6 +103,11 @@ def _case_args(case: str, coco: dict, tmp_path: Path) -> list[str]:
         "alpha_list_range": ["train", "loss.alpha=[0.2,1.5]"],
         "alpha_word": ["train", "loss.alpha=balanced"],
         "alpha_word_loss": ["train", "loss=softmax_focal", "loss.alpha=inverse_freq"],
+        # Poly-1 and GHM-C options
+        "poly1_epsilon": ["train", "loss=poly1", "loss.epsilon=abc"],
+        "ghmc_bins": ["train", "loss=ghmc", "loss.bins=0"],
+        "ghmc_momentum": ["train", "loss=ghmc", "loss.momentum=1"],
+        "ghmc_detr": ["train", "model=detr", "loss=ghmc"],
         "sweep_grid": ["sweep", "loss=focal,nope"],
         "sweep_value": ["sweep", "loss.gamma=2,-1"],
         # the adaptive search
@@ -222,7 +227,14 @@ CATALOGUE = [
         "loss.alpha='balanced' is not valid; give a number in [0, 1], null, a "
         "list of one weight per class or one of ['inverse_freq']",
     ),
-    ("alpha_word_loss", "loss.alpha=inverse_freq is supported by loss=focal only, not 'softmax_"),
+    (
+        "alpha_word_loss",
+        "loss.alpha=inverse_freq is supported by loss=focal and poly1 only, not 'softmax_",
+    ),
+    ("poly1_epsilon", "loss.epsilon='abc' is not a number; give a finite float"),
+    ("ghmc_bins", "loss.bins=0 is out of range; expected an integer >= 1"),
+    ("ghmc_momentum", "loss.momentum=1 is out of range; expected a value in [0, 1)"),
+    ("ghmc_detr", "loss=ghmc is for dense detectors (model=retinanet)"),
     ("sweep_grid", "unknown loss 'nope'; choose from"),
     ("sweep_value", "loss.gamma=-1"),
     ("search_interval", "loss.gamma=interval(5,0): lo must be below hi (got 5 and 0)"),

@@ -68,7 +68,7 @@ def test_alpha_null_means_no_balancing():
         (["loss.alpha=[0.2,null]"], "loss.alpha[1]=None is not a number; per-class weights lie"),
         (["loss.alpha=balanced"], "loss.alpha='balanced' is not valid; give a number in [0, 1], n"),
         (["loss.alpha=balanced"], "or one of ['inverse_freq']"),
-        (["loss=softmax_focal", "loss.alpha=inverse_freq"], "supported by loss=focal only, not"),
+        (["loss=softmax_focal", "loss.alpha=inverse_freq"], "by loss=focal and poly1 only, not"),
     ],
 )
 def test_bad_config_is_one_line_naming_the_option(overrides, needle):
@@ -144,7 +144,7 @@ def test_unused_hyperparameters_do_not_split_the_run_id():
     # qfl.yaml sets no gamma, the base in config.yaml has the key: a grid across losses composes
     assert compose(["loss=qfl", "loss.gamma=5"]).run_id == compose(["loss=qfl"]).run_id
     assert compose(["loss=focal", "loss.beta=5"]).run_id == compose(["loss=focal"]).run_id
-    from focalbench.sweep import make_plan
+    from focalbench.sweep.plan import make_plan
 
     plan = make_plan(["experiment=smoke", "loss=focal,qfl,bce", "loss.gamma=1,2", "loss.beta=1,2"])
     assert len(plan.jobs) == 2 + 2 + 1  # focal per gamma, qfl per beta, bce once
@@ -201,7 +201,22 @@ def test_the_other_models_options_are_not_in_the_run_id():
     assert "fpn_channels" not in RunConfig(model=DetrCfg()).science()["model"]
     assert set(RunConfig().science()["model"]) == {
         f.name for f in dataclasses.fields(RetinaNetCfg)
-    } - {"weights", "norm", "trainable_layers"}  # from scratch, BatchNorm, all stages: as before
+    } - {"weights", "norm", "trainable_layers", "anchor_sizes_from"}  # scratch, BN, all stages
+    # model.anchor_sizes=auto: the fitted sizes are in the run id, the word is not
+
+
+def test_anchor_sizes_auto_and_its_sizes_typed_by_hand_are_one_run():
+    import dataclasses as dc
+
+    word = compose(["model.anchor_sizes=auto"])
+    assert word.model.anchor_sizes == "auto"  # compose reads no data: engine.resolve resolves
+    sizes = (15, 30, 45, 60, 90)
+    resolved = dc.replace(word, model=dc.replace(word.model, anchor_sizes=sizes,
+                                                 anchor_sizes_from="auto"))  # fmt: skip
+    typed = compose(["model.anchor_sizes=[15,30,45,60,90]"])
+    assert resolved.run_id == typed.run_id and resolved.run_ids == typed.run_ids
+    with pytest.raises(InputError, match="model.anchor_sizes='kmeans' is not valid; give 5"):
+        compose(["model.anchor_sizes=kmeans"])
 
 
 @pytest.mark.parametrize(
@@ -273,7 +288,7 @@ def test_inverse_freq_resolves_to_the_run_of_its_list():
     import yaml
 
     word = compose(["loss.alpha=inverse_freq"])
-    assert word.loss.alpha == "inverse_freq"  # compose does not read data: engine.alpha resolves
+    assert word.loss.alpha == "inverse_freq"  # compose does not read data: engine.resolve resolves
     resolved = dataclasses.replace(word, loss=word.loss.with_class_counts([10, 20, 40, 5, 5, 20]))
     assert resolved.loss.alpha_from == "inverse_freq" and len(resolved.loss.alpha) == 6
     typed = compose(["loss.alpha=[" + ",".join(map(str, resolved.loss.alpha)) + "]"])
@@ -295,7 +310,7 @@ def test_inverse_freq_run_records_the_list(tmp_path, monkeypatch):
 
     import yaml
 
-    from focalbench.engine.alpha import class_counts, resolve_alpha, training_annotations
+    from focalbench.engine.resolve import class_counts, resolve_alpha, training_annotations
     from focalbench.engine.run import run
     from focalbench.results.store import read_rows
     from tests.conftest import TINY
@@ -324,3 +339,35 @@ def test_inverse_freq_run_records_the_list(tmp_path, monkeypatch):
     assert metrics["loss_alpha"] == list(resolved.loss.alpha)
     assert metrics["loss_alpha_from"] == "inverse_freq"
     assert run(cfg).status == "skipped"  # the same word again: the same (resolved) run
+
+
+def test_anchor_sizes_auto_run_records_the_fitted_sizes(tmp_path, monkeypatch):
+    """A real run: model.anchor_sizes=auto is fitted to the training boxes at data.image_size
+    (data/anchors.fit_anchor_sizes, recomputed here), before the run id; the plan of a sweep knows
+    the same id, and config.yaml keeps the sizes and the word."""
+    import yaml
+
+    from focalbench.data import load_coco_json
+    from focalbench.data.anchors import fit_anchor_sizes
+    from focalbench.data.stats import run_size_boxes
+    from focalbench.engine.resolve import resolve_words, training_annotations
+    from focalbench.engine.run import run
+    from focalbench.sweep.plan import make_plan
+    from tests.conftest import TINY
+
+    monkeypatch.chdir(tmp_path)
+    cfg = compose([*TINY, "model.anchor_sizes=auto", "train.progress=false"])
+    boxes = run_size_boxes(load_coco_json(training_annotations(cfg)), cfg.data.image_size)
+    sides = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])) ** 0.5
+    want = fit_anchor_sizes(
+        sides, 5, boxes=boxes, image_size=cfg.data.image_size, start=(16, 32, 64, 128, 256)
+    )
+    resolved = resolve_words(cfg)
+    assert resolved.model.anchor_sizes == want and resolved.model.anchor_sizes_from == "auto"
+    (job,) = make_plan([*TINY, "model.anchor_sizes=auto", "train.progress=false"]).jobs
+    assert job.run_id == resolved.run_id
+    result = run(cfg)
+    assert result.status == "ok", result.error and result.run_id == resolved.run_id
+    saved = yaml.safe_load((result.run_dir / "config.yaml").read_text())
+    assert saved["model"]["anchor_sizes"] == list(want)
+    assert saved["model"]["anchor_sizes_from"] == "auto"

@@ -70,7 +70,7 @@ def _gpu_pool(tmp_path, monkeypatch, codes):
         script = f"import sys; print('last words of job {code}'); sys.exit({code})"
         return [sys.executable, "-c", script]
 
-    monkeypatch.setattr("focalbench.pool.job_command", fake_job_command)
+    monkeypatch.setattr("focalbench.sweep.local.job_command", fake_job_command)
     launcher = GpuPoolLauncher(jobs=2, log_dir=str(tmp_path))
     return launcher.launch([[f"code={c}"] for c in codes], initial_job_idx=0)
 

@@ -34,20 +34,9 @@ def test_wheel_holds_the_config_tree(tmp_path):
     }
     assert expected and expected == shipped
     assert "focalbench/conf/__init__.py" in names
-    for module in (
-        "focalbench/cli.py",
-        "focalbench/losses/__init__.py",
-        "focalbench/metrics/__init__.py",
-        "focalbench/data/__init__.py",
-        "focalbench/models/retinanet.py",
-    ):
-        assert module in names
-
-
-def test_python_m_focalbench_help():
-    out = subprocess.run(
-        [sys.executable, "-m", "focalbench", "--help"], capture_output=True, text=True
-    )
-    assert out.returncode == 0
-    for command in ("train", "evaluate", "data", "losses"):
-        assert command in out.stdout
+    # every module, so that a package missing from pyproject's explicit list fails here
+    modules = {
+        f"focalbench/{p.relative_to(ROOT / 'focalbench').as_posix()}"
+        for p in (ROOT / "focalbench").rglob("*.py")
+    }
+    assert len(modules) > 50 and not modules - names, sorted(modules - names)

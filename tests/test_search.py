@@ -5,9 +5,9 @@ import math
 
 import pytest
 
-from focalbench import search
 from focalbench.errors import InputError
 from focalbench.results.store import append_row, read_rows
+from focalbench.sweep import search
 
 
 def test_space_from_hydra_optuna_grammar():
@@ -92,7 +92,7 @@ OVERRIDES = ["experiment=smoke", "loss=focal", "loss.alpha=interval(0.05,0.95)",
 def test_search_resumes_to_exactly_n_trials(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     fake = FakeRuns(stop_at_call=3)
-    monkeypatch.setattr("focalbench.sweep.execute_plan", fake, raising=False)
+    monkeypatch.setattr("focalbench.sweep.execute.execute_plan", fake, raising=False)
     with pytest.raises(KeyboardInterrupt):
         search.run_search(OVERRIDES, trials=6, jobs=2)
     assert fake.jobs == 4  # two batches of two ran; the third was stopped
@@ -121,7 +121,7 @@ def test_search_resumes_to_exactly_n_trials(tmp_path, monkeypatch):
 def test_a_trial_with_an_ok_row_is_told_not_trained(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     fake = FakeRuns()
-    monkeypatch.setattr("focalbench.sweep.execute_plan", fake, raising=False)
+    monkeypatch.setattr("focalbench.sweep.execute.execute_plan", fake, raising=False)
     # two configs, four trials: the trials after the first of each config read its ok row
     grid = ["experiment=smoke", "loss=focal", "loss.alpha=0.25", "loss.gamma=choice(1,2)"]
     assert search.run_search(grid, trials=4) == 0
@@ -134,7 +134,7 @@ def test_a_trial_with_an_ok_row_is_told_not_trained(tmp_path, monkeypatch):
 
 def test_two_objectives_give_a_pareto_front(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("focalbench.sweep.execute_plan", FakeRuns(), raising=False)
+    monkeypatch.setattr("focalbench.sweep.execute.execute_plan", FakeRuns(), raising=False)
     assert search.run_search(OVERRIDES, trials=5, objectives=["mAP", "laece0"], jobs=2) == 0
     name = search.study_name(search.parse_space(OVERRIDES), ["mAP", "laece0"], "tpe", 0)
     assert (tmp_path / "results" / "sweeps" / name / "pareto.png").is_file()

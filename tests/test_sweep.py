@@ -8,8 +8,8 @@ import pytest
 
 from focalbench.config import group_options
 from focalbench.errors import InputError
-from focalbench.pool import check_gpus, run_pool, slot_envs
-from focalbench.sweep import default_sweep_id, expand_grid, make_plan
+from focalbench.sweep.local import check_gpus, run_pool, slot_envs
+from focalbench.sweep.plan import default_sweep_id, expand_grid, make_plan
 
 
 def test_grid_expands_like_hydra_multirun():
@@ -188,7 +188,7 @@ def test_the_live_view_counts_jobs_by_state():
 
     from rich.console import Console
 
-    from focalbench.sweep_report import JobsProgress
+    from focalbench.sweep.report import JobsProgress
 
     out = io.StringIO()
     jobs = [SimpleNamespace(run_id=r) for r in "abcde"]

@@ -34,7 +34,7 @@ def legacy_model_science(model: ModelCfg) -> dict[str, Any] | None:
         return None
     science = dict(_LEGACY_MODEL_DEFAULTS)
     for f in dataclasses.fields(model):
-        if f.name not in ("weights", "norm", "trainable_layers"):
+        if f.name not in ("weights", "norm", "trainable_layers", "anchor_sizes_from"):
             science[f.name] = getattr(model, f.name)
     return science
 

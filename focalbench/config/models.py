@@ -13,6 +13,8 @@ from focalbench.config.groups import check_choice, check_range
 from focalbench.errors import InputError
 
 NORMS = ("auto", "bn", "frozen_bn")
+# model.anchor_sizes words, resolved from the training boxes before the run id is computed
+ANCHOR_WORDS = ("auto",)
 # a torchvision weights name as torchvision spells it (IMAGENET1K_V1, DEFAULT); anything else but
 # `synthetic` is a file path
 _TORCHVISION_WEIGHTS = re.compile(r"[A-Z][A-Z0-9_]*")
@@ -104,8 +106,13 @@ class RetinaNetCfg(ModelCfg):
     reg_max: int = 8
     fpn_channels: int = 256  # FPN and head width (torchvision: 256); 128 trains ~3x faster on a CPU
     head_convs: int = 4  # convs per head branch before the predictor (torchvision: 4)
-    anchor_sizes: tuple[int, ...] = (16, 32, 64, 128, 256)
+    # one size per level P3..P7, or `auto`: fitted to the training boxes at the run's image size
+    # (engine/resolve.py) before the run id is computed, so the run id records the sizes
+    anchor_sizes: tuple[int, ...] | str = (16, 32, 64, 128, 256)
     score_thresh: float = 0.01
+    # the word the sizes were resolved from (auto), None for sizes the user gave. Not in the run
+    # id: the resolved sizes are
+    anchor_sizes_from: str | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -118,10 +125,28 @@ class RetinaNetCfg(ModelCfg):
             )
         check_range("model.head_convs", self.head_convs, 0, 4)
         check_range("model.score_thresh", self.score_thresh, 0.0, 1.0)
-        if len(self.anchor_sizes) != 5 or min(self.anchor_sizes) < 1:
+        if isinstance(self.anchor_sizes, str):
+            if self.anchor_sizes not in ANCHOR_WORDS:
+                raise InputError(
+                    f"model.anchor_sizes={self.anchor_sizes!r} is not valid; give 5 positive "
+                    f"sizes (P3..P7) or one of {list(ANCHOR_WORDS)}"
+                )
+        elif len(self.anchor_sizes) != 5 or min(self.anchor_sizes) < 1:
             raise InputError(
                 f"model.anchor_sizes={list(self.anchor_sizes)} must be 5 positive sizes (P3..P7)"
             )
+        if self.anchor_sizes_from is not None and (
+            self.anchor_sizes_from not in ANCHOR_WORDS or isinstance(self.anchor_sizes, str)
+        ):
+            raise InputError(
+                f"model.anchor_sizes_from={self.anchor_sizes_from!r} records how the sizes were "
+                f"resolved: one of {list(ANCHOR_WORDS)}, with anchor_sizes a list"
+            )
+
+    def science(self) -> dict[str, Any]:
+        science = super().science()
+        del science["anchor_sizes_from"]  # the sizes are in the run id, not the word
+        return science
 
 
 @dataclass(frozen=True)

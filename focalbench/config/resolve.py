@@ -1,7 +1,8 @@
 """Resolution of config words that stand for values computed from the data:
 `loss.alpha=inverse_freq` (one weight per class from the training annotations). The words are
-resolved before the run id is computed (engine/alpha.py reads the data and calls these), so the run
-id, config.yaml and the CSV record the values, and a word and its values typed by hand are one run.
+resolved before the run id is computed (engine/resolve.py reads the data and calls these), so the
+run id, config.yaml and the CSV record the values, and a word and its values typed by hand are one
+run.
 """
 
 from __future__ import annotations
@@ -9,13 +10,15 @@ from __future__ import annotations
 from focalbench.errors import InputError
 
 # loss.alpha words, resolved to a per-class list before the run id is computed
-# (engine/alpha.py: resolve_alpha): inverse_freq -> inverse_freq_alpha(training class counts)
+# (engine/resolve.py: resolve_alpha): inverse_freq -> inverse_freq_alpha(training class counts)
 ALPHA_WORDS = ("inverse_freq",)
 # the mean alpha of inverse_freq: Lin et al.'s 0.25, so a balanced training set gets 0.25 each
 INVERSE_FREQ_MEAN = 0.25
 # losses that take a per-class alpha list: focal one weight per class, softmax_focal one per class
-# and then the background
-PER_CLASS_ALPHA_LOSSES = ("focal", "softmax_focal")
+# and then the background; poly1 as focal
+PER_CLASS_ALPHA_LOSSES = ("focal", "softmax_focal", "poly1")
+# losses whose alpha may be a word of ALPHA_WORDS: the sigmoid ones with one alpha per class
+ALPHA_WORD_LOSSES = ("focal", "poly1")
 
 
 def inverse_freq_alpha(counts: list[int] | tuple[int, ...]) -> tuple[float, ...]:

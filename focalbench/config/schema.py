@@ -7,13 +7,19 @@ InputError naming the option, the value and the valid choices.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from focalbench.config.groups import check_choice, check_range, group_options
 from focalbench.config.identity import config_id, legacy_model_science, run_id
 from focalbench.config.models import ModelCfg, RetinaNetCfg
-from focalbench.config.resolve import ALPHA_WORDS, PER_CLASS_ALPHA_LOSSES, inverse_freq_alpha
+from focalbench.config.resolve import (
+    ALPHA_WORD_LOSSES,
+    ALPHA_WORDS,
+    PER_CLASS_ALPHA_LOSSES,
+    inverse_freq_alpha,
+)
 from focalbench.errors import InputError
 from focalbench.losses.params import LOSS_TABLE
 
@@ -24,8 +30,15 @@ DIFFICULTIES = ("easy", "hard")
 # The hyper-parameters each loss takes, from the loss table the registry reads (torch-free). Only
 # these enter the run id, so `loss=bce,focal loss.gamma=1,2` runs bce once per seed, not once per
 # gamma. The box loss (dfl) has no config group.
+# GHM-C divides by the number of valid elements (mmdetection's GHMC): loss.normalization is not used
+# and not in its run id
+SELF_NORMALIZED_LOSSES = ("ghmc",)
+# losses the DETR criterion refuses (RunConfig.__post_init__ says why)
+DENSE_ONLY_LOSSES = ("ghmc",)
+# (vfl's iou_weighted is an argument of its function, not a config option.)
+LOSS_OPTIONS = ("alpha", "gamma", "beta", "epsilon", "bins", "momentum")
 LOSS_PARAMS: dict[str, tuple[str, ...]] = {
-    name: tuple(p for p in info.params if p in ("alpha", "gamma", "beta"))
+    name: tuple(p for p in info.params if p in LOSS_OPTIONS)
     for name, info in LOSS_TABLE.items()
     if info.kind != "box"
 }
@@ -41,17 +54,41 @@ class LossCfg:
     alpha: float | tuple[float, ...] | str | None = 0.25
     gamma: float = 2.0
     beta: float = 2.0  # QFL's exponent
+    epsilon: float = 1.0  # Poly-1's coefficient of (1 - p_t)^(gamma + 1); may be negative
+    bins: int = 30  # GHM-C: gradient-norm bins in [0, 1]
+    momentum: float = 0.0  # GHM-C: running bin counts (0: this batch's counts alone)
     normalization: str = "num_pos_batch"
     # the word a per-class alpha was resolved from (inverse_freq), None for a number or a list the
     # user gave. Not in the run id: the resolved list is, so inverse_freq and its list given by
     # hand are one config
     alpha_from: str | None = None
 
+    def _check_poly1_and_ghmc(self) -> None:
+        eps = self.epsilon
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps):
+            raise InputError(
+                f"loss.epsilon={eps!r} is not a number; give a finite float (may be < 0)"
+            )
+        bins = self.bins
+        if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
+            raise InputError(f"loss.bins={bins!r} is out of range; expected an integer >= 1")
+        m = self.momentum
+        if isinstance(m, bool) or not isinstance(m, (int, float)) or not 0.0 <= m < 1.0:
+            raise InputError(f"loss.momentum={m!r} is out of range; expected a value in [0, 1)")
+
     @property
     def params(self) -> dict[str, Any]:
         """The hyper-parameters this loss actually takes (bce ignores alpha/gamma, qfl has only
         beta)."""
         return {k: getattr(self, k) for k in LOSS_PARAMS[self.name]}
+
+    def science(self) -> dict[str, Any]:
+        """What the run id hashes of the loss: its name, its hyper-parameters and the
+        normalization rule (but for ghmc, which normalizes by itself)."""
+        science = {"name": self.name, **self.params}
+        if self.name not in SELF_NORMALIZED_LOSSES:
+            science["normalization"] = self.normalization
+        return science
 
     def with_class_counts(self, counts: list[int] | tuple[int, ...]) -> LossCfg:
         """This config with an alpha word resolved from the training set's per-class annotation
@@ -68,9 +105,10 @@ class LossCfg:
                     f"loss.alpha={self.alpha!r} is not valid; give a number in [0, 1], null, a "
                     f"list of one weight per class or one of {list(ALPHA_WORDS)}"
                 )
-            if self.name != "focal":
+            if self.name not in ALPHA_WORD_LOSSES:
                 raise InputError(
-                    f"loss.alpha={self.alpha} is supported by loss=focal only, not {self.name!r}"
+                    f"loss.alpha={self.alpha} is supported by loss="
+                    f"{' and '.join(ALPHA_WORD_LOSSES)} only, not {self.name!r}"
                 )
         elif isinstance(self.alpha, tuple):
             if self.name not in PER_CLASS_ALPHA_LOSSES:
@@ -97,6 +135,7 @@ class LossCfg:
             )
         check_range("loss.gamma", self.gamma, 0.0)
         check_range("loss.beta", self.beta, 0.0)
+        self._check_poly1_and_ghmc()
         check_choice(
             "loss.normalization", self.normalization, ("num_pos_batch", "num_pos_per_image")
         )
@@ -231,6 +270,15 @@ class RunConfig:
     sweep_id: str | None = None
     job_name: str | None = None
 
+    def __post_init__(self) -> None:
+        if self.model.name == "detr" and self.loss.name in DENSE_ONLY_LOSSES:
+            raise InputError(
+                f"loss={self.loss.name} is for dense detectors (model=retinanet): its gradient "
+                "density is a histogram over the many anchors of a batch, ignored ones left out; "
+                "DETR scores a few queries, once per decoder layer. Choose another loss for "
+                "model=detr"
+            )
+
     def science(self) -> dict[str, Any]:
         """The config that decides the numbers: what the run id hashes. Paths, logging, device,
         compilation and progress settings are left out, so moving a results folder or switching
@@ -243,11 +291,7 @@ class RunConfig:
             train.pop(key)
         science = {
             "model": model,
-            "loss": {
-                "name": self.loss.name,
-                "normalization": self.loss.normalization,
-                **self.loss.params,
-            },
+            "loss": self.loss.science(),
             "data": self.data.science(),
             "train": train,
             "seed": self.seed,

@@ -27,158 +27,28 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from focalbench.data.presets import (  # noqa: F401  (DIFFICULTIES, PRESETS: part of this API)
+    DEFAULT_DIFFICULTY,
+    DIFFICULTIES,
+    MIN_IMAGE_SIZE,
+    PRESETS,
+    SYNTH_CATEGORIES,
+    Preset,
+    get_preset,
+)
+from focalbench.data.shapes import (
+    background,
+    contrasting_colour,
+    shape_outline,
+    unit_polygon,
+)
 from focalbench.errors import InputError
 from focalbench.utils import atomic_write_text
-
-SYNTH_CATEGORIES: list[str] = ["circle", "square", "triangle", "star", "ring", "cross"]
-MIN_IMAGE_SIZE = 64
-
-
-@dataclass(frozen=True)
-class Preset:
-    """What one difficulty level draws. Sizes are fractions of the image side."""
-
-    # probability of each category (SYNTH_CATEGORIES order): the long tail
-    category_freq: tuple[float, ...]
-    # object box side, drawn log-uniformly between these fractions of the image side
-    obj_size: tuple[float, float]
-    distractor_size: tuple[float, float]
-    max_objects: int  # objects per image: uniform in 1..max_objects
-    max_distractors: int  # unannotated look-alikes per image: uniform in 0..max_distractors
-    # probability that an object is placed straddling an earlier item's edge (forced occlusion)
-    p_overlap: float
-    # an item may lose at most this fraction of its box to later items, so it stays recognisable
-    max_occluded: float
-    texture_amp: tuple[float, float]  # background texture amplitude (grey levels), uniform
-    max_lines: int  # clutter lines behind everything: uniform in 0..max_lines
-    grain: int  # sensor grain: uniform in -grain..grain grey levels
-
-
-PRESETS: dict[str, Preset] = {
-    # The original set (issue 3). At 256 px objects span 11.5..128 px: about 49/42/9 % COCO
-    # small/medium/large. Head/tail 20x: 200 images hold ~800 objects, the tail ~15 of them.
-    "hard": Preset(
-        category_freq=(0.50, 0.22, 0.13, 0.08, 0.045, 0.025),
-        obj_size=(0.045, 0.5),
-        distractor_size=(0.06, 0.3),
-        max_objects=8,
-        max_distractors=4,
-        p_overlap=0.35,
-        max_occluded=0.45,
-        texture_amp=(12, 35),
-        max_lines=5,
-        grain=8,
-    ),
-    # Learnable in a few CPU minutes (issue 14) while keeping the loss question: head/tail 8x,
-    # objects 10..45 % of the side (at 128 px 13..58 px: ~60 % COCO-small, no large ones), most
-    # pixels still easy background. The smallest hard-preset objects (5 px at 128 px) fall below
-    # what an 8-px-stride detector resolves; that, more than anything, kept short runs near 0.03.
-    "easy": Preset(
-        category_freq=(0.40, 0.22, 0.15, 0.10, 0.08, 0.05),
-        obj_size=(0.10, 0.45),
-        distractor_size=(0.08, 0.25),
-        max_objects=5,
-        max_distractors=2,
-        p_overlap=0.1,
-        max_occluded=0.3,
-        texture_amp=(6, 16),
-        max_lines=2,
-        grain=4,
-    ),
-}
-DIFFICULTIES: tuple[str, ...] = tuple(PRESETS)  # data.difficulty / --difficulty choices
-DEFAULT_DIFFICULTY = "easy"
-
-
-def _regular(n: int, start_deg: float = 90.0, radii: tuple[float, ...] = (1.0,)) -> np.ndarray:
-    """Vertices [n*len(radii), 2] of a regular polygon (or a star when two radii alternate)."""
-    k = n * len(radii)
-    ang = np.deg2rad(start_deg) + 2 * np.pi * np.arange(k) / k
-    r = np.resize(np.array(radii), k)
-    return np.stack([r * np.cos(ang), -r * np.sin(ang)], axis=1)
-
-
-# A plus sign with arms one third of its span wide.
-_CROSS = np.array(
-    [(-1, -1 / 3), (-1 / 3, -1 / 3), (-1 / 3, -1), (1 / 3, -1), (1 / 3, -1 / 3), (1, -1 / 3),
-     (1, 1 / 3), (1 / 3, 1 / 3), (1 / 3, 1), (-1 / 3, 1), (-1 / 3, 1 / 3), (-1, 1 / 3)],
-    dtype=float,
-)  # fmt: skip
-_POLYGONS = {
-    "square": _regular(4, 45.0),
-    "triangle": _regular(3),
-    "star": _regular(5, radii=(1.0, 0.42)),
-    "cross": _CROSS,
-}
-_HEXAGON = _regular(6)
-_ELLIPSE = _regular(24)
-
-
-@lru_cache(maxsize=4)
-def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Normalised pixel coordinates xx, yy, each [S, S] float32 in [0, 1)."""
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
-    return xx, yy
-
-
-def _background(rng: np.random.Generator, size: int, preset: Preset) -> np.ndarray:
-    """A textured background [S, S, 3] uint8: a two-colour gradient plus one texture."""
-    xx, yy = _grid(size)
-    theta = rng.uniform(0, 2 * np.pi)
-    t = xx * np.float32(math.cos(theta)) + yy * np.float32(math.sin(theta))
-    t = (t - t.min()) / (t.max() - t.min() + 1e-6)
-    # Mid-range colours leave room for contrasting objects on either side.
-    c0, c1 = rng.uniform(40, 215, (2, 3)).astype(np.float32)
-    img = c0 + (c1 - c0) * t[..., None]  # [S, S, 3]
-    amp = np.float32(rng.uniform(*preset.texture_amp))
-    tint = rng.uniform(-1, 1, 3).astype(np.float32)
-    kind = rng.integers(4)
-    if kind == 0:  # stripes of random frequency and orientation
-        phi = rng.uniform(0, np.pi)
-        freq = rng.uniform(3, 14) * 2 * np.pi
-        u = xx * np.float32(math.cos(phi)) + yy * np.float32(math.sin(phi))
-        img += amp * np.sin(np.float32(freq) * u)[..., None] * tint
-    elif kind == 1:  # low-frequency colour blotches
-        k = int(rng.integers(3, 9))
-        low = rng.integers(0, 256, (k, k, 3), dtype=np.uint8)
-        up = np.asarray(Image.fromarray(low).resize((size, size), Image.BILINEAR), np.float32)
-        img += (up - 127.5) * (amp / 127.5)
-    elif kind == 2:  # checkerboard
-        cells = rng.uniform(4, 16)
-        sign = np.sign(np.sin(cells * np.pi * xx) * np.sin(cells * np.pi * yy))
-        img += amp * sign[..., None] * tint
-    # kind 3: plain gradient (grain and lines are added to all kinds)
-    return np.clip(img, 0, 255).astype(np.uint8)
-
-
-def _contrasting_colour(rng: np.random.Generator, under: np.ndarray) -> tuple[int, int, int]:
-    """A random colour far from `under` (mean RGB of the region it covers), so it is visible."""
-    for _ in range(8):
-        c = rng.integers(0, 256, 3)
-        if np.abs(c - under).max() >= 90:
-            return int(c[0]), int(c[1]), int(c[2])
-    inv = 255 - under  # rare fallback: the complement is always far from mid-range backgrounds
-    return int(inv[0]), int(inv[1]), int(inv[2])
-
-
-def _shape(rng: np.random.Generator, unit: np.ndarray, span: float) -> np.ndarray:
-    """Rotate unit vertices at random, stretch slightly, scale so the longer box side is `span`.
-
-    Returns vertices [K, 2] whose bounding box starts at (0, 0).
-    """
-    a = rng.uniform(0, 2 * np.pi)
-    rot = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
-    v = unit @ rot.T
-    v = v * np.array([1.0, math.exp(rng.uniform(-0.15, 0.15))])
-    v = v - v.min(axis=0)
-    return v * (span / v.max())
 
 
 def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
@@ -234,25 +104,12 @@ def _place(
     return None
 
 
-def _unit_polygon(rng: np.random.Generator, kind: str) -> np.ndarray:
-    """Vertices [K, 2] around the origin for an object polygon or a distractor kind."""
-    if kind == "outline":  # drawn as a thin outline: an object's silhouette without its fill
-        return _POLYGONS[("square", "triangle", "star")[int(rng.integers(3))]]
-    if kind == "ellipse":  # too elongated to pass for a circle
-        return _ELLIPSE * np.array([1.0, rng.uniform(0.22, 0.4)])
-    if kind == "hexagon":
-        return _HEXAGON
-    if kind == "blob":  # a lumpy nonagon
-        return _regular(9) * rng.uniform(0.7, 1.0, (9, 1))
-    return _POLYGONS[kind]
-
-
 def _draw_image(
     rng: np.random.Generator, size: int, preset: Preset
 ) -> tuple[Image.Image, list[tuple[int, list]]]:
     """One image and its objects as (category index, bbox xywh) pairs; distractors go unlisted."""
     p = preset
-    img = Image.fromarray(_background(rng, size, p))
+    img = Image.fromarray(background(rng, size, p))
     draw = ImageDraw.Draw(img)
     for _ in range(int(rng.integers(0, p.max_lines + 1))):  # clutter: thin lines behind all
         pts = rng.uniform(0, size, 4)
@@ -281,7 +138,7 @@ def _draw_image(
             h = max(3, round(span * math.exp(rng.uniform(-0.15, 0.15))))
             verts = None
         else:
-            verts = _shape(rng, _unit_polygon(rng, kind), span)
+            verts = shape_outline(rng, unit_polygon(rng, kind), span)
             w, h = verts.max(axis=0)
         near = bool(obj) and rng.random() < p.p_overlap
         box = _place(rng, w, h, size, boxes, covered, near, p.max_occluded)
@@ -300,7 +157,7 @@ def _draw_image(
 
         # Contrast with what is drawn there already (earlier items too), so outlines stay apart.
         region = img.crop((int(box[0]), int(box[1]), math.ceil(box[2]), math.ceil(box[3])))
-        fill = _contrasting_colour(rng, np.asarray(region).reshape(-1, 3).mean(0))
+        fill = contrasting_colour(rng, np.asarray(region).reshape(-1, 3).mean(0))
         ellipse_box = [box[0], box[1], box[2] - 1, box[3] - 1]
         if kind == "circle":
             draw.ellipse(ellipse_box, fill=fill)
@@ -323,15 +180,6 @@ def _draw_image(
     grain = np.repeat(np.repeat(grain, 2, axis=0), 2, axis=1)[:size, :size]
     arr = np.clip(np.asarray(img, np.int16) + grain, 0, 255).astype(np.uint8)
     return Image.fromarray(arr), objects
-
-
-def get_preset(difficulty: str) -> Preset:
-    """The preset of a difficulty name; an unknown name is an InputError listing the choices."""
-    if difficulty not in PRESETS:
-        raise InputError(
-            f"synthetic difficulty={difficulty!r} is unknown; choose from {sorted(DIFFICULTIES)}"
-        )
-    return PRESETS[difficulty]
 
 
 def draw(

@@ -23,12 +23,12 @@ import torch
 from filelock import Timeout
 
 from focalbench.config import RunConfig, to_yaml
-from focalbench.engine.alpha import resolve_alpha
 from focalbench.engine.checkpoint import Checkpointer
 from focalbench.engine.datasets import build_datasets
 from focalbench.engine.dist import Dist, setup_dist, wrap
 from focalbench.engine.predict import evaluate
 from focalbench.engine.record import METRIC_COLUMNS, base_row, record
+from focalbench.engine.resolve import resolve_words
 from focalbench.engine.train import Diverged, fit, to_device
 from focalbench.errors import InputError
 from focalbench.models import Detector, build_model, compile_model
@@ -64,7 +64,7 @@ def run(cfg: RunConfig, force: bool = False, console=None) -> RunResult:
     """
     say = console.print if console is not None else (lambda *a, **k: None)
     # loss.alpha=inverse_freq becomes its per-class list first: the run id records the list
-    cfg = resolve_alpha(cfg, say)
+    cfg = resolve_words(cfg, say)
     # an unsafe sweep_id/job_name is bad input: refused before anything is written
     rdir = run_dir(cfg.results_dir, cfg.run_id, cfg.sweep_id, cfg.job_name)
     with sigterm_as_interrupt(), _one_attempt_at_a_time(cfg.results_dir, cfg.run_id, say):

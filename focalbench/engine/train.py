@@ -88,6 +88,10 @@ class Training:
     scaler: torch.amp.GradScaler
     dtype: torch.dtype | None  # autocast dtype; None: no autocast
     clip_grad: float  # max gradient norm; 0 = off
+    # the train loader's shuffling generator (seeded with the run's seed): its state goes into the
+    # checkpoint, so that a resumed run draws the data order of the epochs it has left, not the
+    # first epochs' again. None under DDP (DistributedSampler shuffles by epoch number)
+    shuffle: torch.Generator | None = None
 
     @classmethod
     def build(cls, model: nn.Module, train_cfg, iters_per_epoch: int, device) -> Training:
@@ -105,6 +109,7 @@ class Training:
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "rng": torch.get_rng_state(),
+            **({"shuffle_rng": self.shuffle.get_state()} if self.shuffle is not None else {}),
         }
 
     def load_state_dict(self, model: nn.Module, state: dict[str, Any]) -> None:
@@ -113,6 +118,8 @@ class Training:
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"])
+        if self.shuffle is not None and "shuffle_rng" in state:  # checkpoints before it had none
+            self.shuffle.set_state(state["shuffle_rng"])
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -231,6 +238,7 @@ def fit(
     DistributedDataParallel wrapper, and only the main rank writes files.
     """
     training = Training.build(model, train_cfg, len(loader), device)
+    training.shuffle = getattr(loader, "generator", None)
     start_epoch, found_at = resume(checkpointer, model, training)
     if is_main:
         old_log = found_at.parent / log_path.name if found_at is not None else log_path

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # what the names are, for type checkers and editors; loaded lazily at run time
     from focalbench.losses.focal import bce_loss, ce_loss, sigmoid_focal_loss, softmax_focal_loss
     from focalbench.losses.gfl import distribution_focal_loss, quality_focal_loss
+    from focalbench.losses.ghm import ghmc_init_state, ghmc_loss
+    from focalbench.losses.poly import poly1_focal_loss
     from focalbench.losses.registry import LOSSES, LossSpec, get_loss, register_loss
     from focalbench.losses.varifocal import varifocal_loss
 
@@ -29,6 +31,9 @@ _WHERE = {
     "distribution_focal_loss": "gfl",
     "quality_focal_loss": "gfl",
     "varifocal_loss": "varifocal",
+    "poly1_focal_loss": "poly",
+    "ghmc_loss": "ghm",
+    "ghmc_init_state": "ghm",
 }
 __all__ = [
     "LOSSES",
@@ -37,6 +42,9 @@ __all__ = [
     "ce_loss",
     "distribution_focal_loss",
     "get_loss",
+    "ghmc_init_state",
+    "ghmc_loss",
+    "poly1_focal_loss",
     "quality_focal_loss",
     "register_loss",
     "sigmoid_focal_loss",

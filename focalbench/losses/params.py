@@ -37,4 +37,7 @@ LOSS_TABLE: dict[str, LossInfo] = {
     # iou_weighted is a parameter of the function, not a config option (LossCfg has no such field)
     "vfl": LossInfo("sigmoid", "iou", {"alpha": 0.75, "gamma": 2.0, "iou_weighted": True}),
     "dfl": LossInfo("box", "distance", {}),
+    "poly1": LossInfo("sigmoid", "binary", {"alpha": 0.25, "gamma": 2.0, "epsilon": 1.0}),
+    # momentum 0 as mmdet's GHMC class default; its RetinaNet GHM config (and conf/loss) use 0.75
+    "ghmc": LossInfo("sigmoid", "binary", {"bins": 30, "momentum": 0.0}),
 }

@@ -19,7 +19,9 @@ from torch import Tensor
 
 from focalbench.losses.focal import bce_loss, ce_loss, sigmoid_focal_loss, softmax_focal_loss
 from focalbench.losses.gfl import distribution_focal_loss, quality_focal_loss
+from focalbench.losses.ghm import ghmc_loss
 from focalbench.losses.params import KINDS, LOSS_TABLE, TARGETS
+from focalbench.losses.poly import poly1_focal_loss
 from focalbench.losses.varifocal import varifocal_loss
 
 FOCAL_PAPER = "Focal Loss for Dense Object Detection (Lin et al., 2017), arXiv:1708.02002"
@@ -30,6 +32,11 @@ GFL_PAPER = (
 VFL_PAPER = (
     "VarifocalNet: An IoU-aware Dense Object Detector (Zhang et al., 2021), arXiv:2008.13367"
 )
+POLY_PAPER = (
+    "PolyLoss: A Polynomial Expansion Perspective of Classification Loss Functions "
+    "(Leng et al., 2022), arXiv:2204.12511"
+)
+GHM_PAPER = "Gradient Harmonized Single-stage Detector (Li et al., 2019), arXiv:1811.05181"
 BASELINE = "baseline (no paper)"
 
 
@@ -115,6 +122,18 @@ _ENTRIES: dict[str, tuple[Callable[..., Tensor], str, str]] = {
         distribution_focal_loss,
         GFL_PAPER,
         "distribution focal loss on B bins of a box side, target in [0, B-1] inclusive",
+    ),
+    "poly1": (
+        poly1_focal_loss,
+        POLY_PAPER,
+        "Poly-1 focal loss: sigmoid focal + epsilon (1 - p_t)^(gamma + 1), poly term not "
+        "alpha-weighted",
+    ),
+    "ghmc": (
+        ghmc_loss,
+        GHM_PAPER,
+        "GHM-C: BCE weighted by the inverse density of |sigmoid(x) - t| over bins, mmdet's GHMC "
+        "(momentum > 0 needs acc_sum state from ghmc_init_state)",
     ),
 }
 if set(_ENTRIES) != set(LOSS_TABLE):  # a loss added to one table only: fail at import, not later

@@ -11,6 +11,13 @@ builds the target the loss expects and reduces the elementwise loss by the confi
   and a [B, N] label target. By default normalized as the sigmoid losses; with `noobj_weight` set
   (DETR) the no-object class is weighted so and the loss is the weighted mean over slots, as DETR's
   cross-entropy (arXiv 2005.12872), and the normalization rule is not used.
+- GHM-C (ghmc) brings its own normalization, as mmdetection's GHMC: the weighted BCE summed over
+  the valid elements (anchors not ignored, times C classes) divided by their number;
+  `loss.normalization` is not used. Its running bin counts (loss.momentum > 0) are this module's
+  buffer `ghm_acc_sum`, so they enter the detector's state_dict, hence the checkpoint, and a
+  resumed run goes on with them. mmdetection calls GHMC once per FPN level (five histograms and
+  five momentum updates a step); here it is called once over every anchor of the batch (one
+  histogram, one update).
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torchvision.ops import box_area
 
 from focalbench.config import LossCfg
@@ -29,10 +36,13 @@ from focalbench.losses import get_loss
 PRIOR_PROB = 0.01
 
 
-class ClassificationLoss:
-    """The config's classification loss (LossCfg), as a detector's loss head applies it."""
+class ClassificationLoss(nn.Module):
+    """The config's classification loss (LossCfg), as a detector's loss head applies it. A module
+    so that a loss with state across iterations (GHM-C's running bin counts) keeps it as a buffer
+    of the detector, saved in its checkpoint; the other losses have none."""
 
     def __init__(self, cfg: LossCfg, noobj_weight: float | None = None) -> None:
+        super().__init__()
         spec = get_loss(cfg.name)
         if spec.kind == "box":
             raise ValueError(f"loss {cfg.name!r} is a box loss, not a classification loss")
@@ -44,10 +54,12 @@ class ClassificationLoss:
         if isinstance(self.kwargs.get("alpha"), str):  # inverse_freq: a list only the data tells
             raise ValueError(
                 f"loss.alpha={self.kwargs['alpha']} is resolved from the training annotations "
-                "before a model is built (focalbench.engine.alpha.resolve_alpha)"
+                "before a model is built (focalbench.engine.resolve.resolve_alpha)"
             )
         self.normalization = cfg.normalization
         self.noobj_weight = noobj_weight
+        if self.name == "ghmc" and cfg.momentum > 0:
+            self.register_buffer("ghm_acc_sum", torch.zeros(cfg.bins, dtype=torch.float32))
 
     def out_channels(self, num_classes: int) -> int:
         """Logits per slot: softmax losses add the background class, last."""
@@ -70,7 +82,7 @@ class ClassificationLoss:
         """The registered loss, reduction "none", with this config's hyper-parameters."""
         return self.fn(logits, target, reduction="none", **self.kwargs)
 
-    def __call__(
+    def forward(
         self,
         logits: Tensor,
         batch_idx: Tensor,
@@ -103,6 +115,9 @@ class ClassificationLoss:
             loss = self.elementwise(logits.flatten(0, 1), target.flatten())  # [B*N]
             return self.normalize(loss.view(B, N).sum(1), num_pos)
         target = torch.zeros(B, N, K, dtype=torch.float32, device=logits.device)
+        if self.name == "ghmc":
+            target[batch_idx, slot_idx, labels] = 1.0
+            return self.ghmc(logits, target, valid)
         if self.target == "iou":  # QFL/VFL: the quality of the positive's box is its target
             target[batch_idx, slot_idx, labels] = elementwise_iou(
                 pred_xyxy.detach(), gt_xyxy
@@ -113,6 +128,17 @@ class ClassificationLoss:
         if valid is not None:
             loss = loss * valid[..., None]
         return self.normalize(loss.sum((1, 2)), num_pos)
+
+    def ghmc(self, logits: Tensor, target: Tensor, valid: Tensor | None) -> Tensor:
+        """GHM-C over the batch: the elementwise weighted BCE [B, N, C] summed over the valid
+        elements, divided by their number (its own normalization; `ghm_acc_sum` updated in place
+        when loss.momentum > 0)."""
+        weight = None if valid is None else valid[..., None].expand_as(target)  # [B, N, C]
+        state = getattr(self, "ghm_acc_sum", None)
+        loss = self.fn(logits, target, weight, acc_sum=state, reduction="none", **self.kwargs)
+        if weight is None:
+            return loss.sum() / max(target.numel(), 1)
+        return loss.sum() / weight.sum().clamp(min=1)
 
     def normalize(self, per_image: Tensor, num_pos: Tensor) -> Tensor:
         """A loss summed per image [B] -> the batch's loss, by `loss.normalization`: divided by the

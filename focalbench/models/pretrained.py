@@ -138,7 +138,7 @@ def synthetic_backbone_state(
     """The backbone that `focalbench pretrain` trained on the embedded shapes, from its cache.
 
     A missing file is an InputError that says how to make it; it is not trained here, so that a
-    run never spends minutes on it unannounced (the caller may run focalbench.pretrain first).
+    run never spends minutes on it unannounced (the caller may run models/pretrain.py first).
     """
     _check_backbone_name(backbone)
     path = synthetic_cache_path(results_dir, backbone, seed, tag)

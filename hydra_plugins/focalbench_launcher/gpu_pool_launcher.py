@@ -1,4 +1,4 @@
-"""`hydra/launcher=gpu_pool`: Hydra multirun through focalbench's pool (focalbench.pool.run_pool).
+"""`hydra/launcher=gpu_pool`: Hydra multirun through focalbench's pool (focalbench.sweep.local).
 
 One fresh process per job (`python -m focalbench train OVERRIDES`), `jobs_per_gpu` jobs per GPU with
 CUDA_VISIBLE_DEVICES set, or `jobs` CPU jobs side by side; the next job starts when a slot frees.
@@ -50,7 +50,7 @@ class GpuPoolLauncher(Launcher):
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:
-        from focalbench.pool import check_gpus, job_command, popen_job, run_pool, slot_envs
+        from focalbench.sweep.local import check_gpus, job_command, popen_job, run_pool, slot_envs
 
         if self.gpus:
             check_gpus(self.gpus)

@@ -3,12 +3,13 @@
 hydra-submitit-launcher's SlurmLauncher with focalbench's checks.
 
 - Before submitting, the request is fitted to the partition (`gpus_per_node: null`), and one that
-  can never start exits 2 with one line naming the field and the limit (focalbench.slurm).
+  can never start exits 2 with one line naming the field and the limit
+  (focalbench.sweep.slurm.request).
 - While the jobs run, their states come from squeue, not sacct: on a cluster without accounting
   the stock launcher waits forever for a cancelled job; here it becomes a FAILED job.
 
 `focalbench sweep --launcher submitit_slurm` does not come through here: it submits only the runs
-that are not done yet (focalbench/sweep_slurm.py). Both read the same yaml.
+that are not done yet (focalbench/sweep/slurm/). Both read the same yaml.
 """
 
 # no `from __future__ import annotations`: Hydra scans this module in a way that breaks string
@@ -61,8 +62,9 @@ if SlurmLauncher is not None:
         ) -> Sequence[JobReturn]:
             from hydra.core.singleton import Singleton
 
-            from focalbench import slurm, slurm_jobs
             from focalbench.errors import InputError
+            from focalbench.sweep.slurm import jobs as slurm_jobs
+            from focalbench.sweep.slurm import request as slurm
 
             try:
                 params, part = slurm.fit_request(self.params, slurm.read_partitions())

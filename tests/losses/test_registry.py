@@ -11,7 +11,7 @@ import torch
 from focalbench.losses import LOSSES, LossSpec, get_loss, register_loss, sigmoid_focal_loss
 from focalbench.losses.registry import KINDS, TARGETS
 
-EXPECTED = {"focal", "softmax_focal", "bce", "ce", "qfl", "vfl", "dfl"}
+EXPECTED = {"focal", "softmax_focal", "bce", "ce", "qfl", "vfl", "dfl", "poly1", "ghmc"}
 
 
 def test_registered_names():

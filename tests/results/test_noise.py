@@ -16,10 +16,10 @@ import sys
 
 import pytest
 
-from focalbench import compare as cmp
 from focalbench.cli import main
 from focalbench.errors import InputError
 from focalbench.metrics import evaluate
+from focalbench.results import compare as cmp
 from focalbench.results import noise
 from focalbench.results.leaderboard import leaderboard, plot, to_csv, to_markdown
 from focalbench.results.schema import NOISE_COLUMNS
@@ -181,7 +181,7 @@ def test_run_folders_gone_show_na_and_stay_fast(results):
         "import sys\nfrom focalbench.cli import main\ntry:\n    main(sys.argv[1:])\n"
         "except SystemExit as e:\n    code = e.code\n"
         "heavy = [m for m in sys.modules if m.split('.')[0] in ('torch', 'scipy')\n"
-        "         or m == 'focalbench.compare']\nassert not heavy, heavy\nsys.exit(code)\n"
+        "         or m == 'focalbench.results.compare']\nassert not heavy, heavy\nsys.exit(code)\n"
     )
     proc = subprocess.run(
         [sys.executable, "-c", check, "leaderboard", "--format", "md"],

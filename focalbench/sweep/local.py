@@ -1,5 +1,5 @@
-"""The local job pool behind `focalbench sweep` and `hydra/launcher=gpu_pool`: one fresh process per
-job, at most N alive.
+"""The local runner: the job pool behind `focalbench sweep` and `hydra/launcher=gpu_pool`, one fresh
+process per job, at most N alive; run_local runs a Plan's pending jobs in it.
 
 On the CPU the slots split the cores' threads between side-by-side jobs; on GPUs each slot has its
 own CUDA_VISIBLE_DEVICES (K slots per GPU). A fresh process per job is what makes GPU placement
@@ -21,6 +21,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from focalbench.errors import InputError
+from focalbench.sweep.plan import Job, Plan
+from focalbench.sweep.report import JobsProgress, record_crash, rows_of, varying_overrides
 from focalbench.utils import sigterm_as_interrupt
 
 
@@ -157,3 +159,43 @@ def _stopped_with_parent() -> Callable[[], None] | None:
             os.kill(os.getpid(), sigterm)
 
     return preexec
+
+
+def run_local(plan: Plan, todo: list[Job], envs, force: bool, view: JobsProgress) -> dict:
+    """The pending jobs in the local pool, one fresh process each; {run_id: ok | failed}."""
+    sweep_dir = Path(todo[0].cfg.results_dir) / "sweeps" / plan.sweep_id
+    csv_path = Path(todo[0].cfg.results_dir) / "runs.csv"
+    statuses: dict[str, str] = {}
+    rows_before: dict[str, int] = {}
+
+    def launch(job: Job, env: dict[str, str]):
+        rows_before[job.run_id] = rows_of(csv_path, job.run_id)
+        # quoted: Hydra would read a run id such as 681005e123 as a float
+        extra = [f"sweep_id='{plan.sweep_id}'", f"job_name='{job.run_id}'", "train.progress=false"]
+        if force:
+            extra.append("--force")
+        view.set(job.run_id, "running")
+        return popen_job(
+            job_command(job.overrides, extra), env, sweep_dir / "logs" / f"{job.run_id}.log"
+        )
+
+    def on_done(job: Job, code: int, env: dict[str, str]) -> None:
+        # a job that wrote its row (any status) is recorded; one that ended without a row (killed
+        # before or after training, a crashed interpreter, bad input) gets one here. Counting rows,
+        # not reading the exit code: a job killed just after its ok row must not get a second row.
+        if code != 0 and rows_of(csv_path, job.run_id) == rows_before[job.run_id]:
+            record_crash(job, code, sweep_dir / "logs" / f"{job.run_id}.log")
+        statuses[job.run_id] = "ok" if code == 0 else "failed"
+        mark = "[green]ok[/]" if code == 0 else f"[red]exit {code}[/]"
+        line = f"{mark} {job.run_id} {varying_overrides(plan, job)}"
+        view.set(job.run_id, statuses[job.run_id], line=line)
+
+    try:
+        run_pool(todo, envs, launch, on_done)
+    except KeyboardInterrupt:
+        view.say(
+            "interrupted: the running jobs were stopped and recorded `interrupted`; "
+            "run the same command again to resume them"
+        )
+        raise
+    return statuses

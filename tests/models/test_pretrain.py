@@ -4,8 +4,8 @@ loads."""
 
 import torch
 
-from focalbench import pretrain as pt
 from focalbench.cli import main
+from focalbench.models import pretrain as pt
 from focalbench.models.pretrained import synthetic_backbone_state, synthetic_cache_path
 
 # a few steps on tiny crops: what is checked is the machinery, not the accuracy

@@ -7,12 +7,9 @@ from __future__ import annotations
 import signal
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from focalbench.results.store import append_row, latest_rows, read_rows, run_dir
-
-if TYPE_CHECKING:
-    from focalbench.sweep import Job, Plan
+from focalbench.sweep.plan import Job, Plan
 
 # exit statuses of a job stopped from outside (a kill, the OOM killer, a sweep stopping it): the
 # next run resumes it; any other ending without a row (a crashed interpreter, bad input) fails

@@ -9,9 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-from focalbench import compare as cmp
 from focalbench.cli import main
 from focalbench.metrics import evaluate
+from focalbench.results import compare as cmp
 from focalbench.results.run_files import val_ann_of
 from focalbench.results.store import append_row
 from tests.conftest import TINY

@@ -191,8 +191,6 @@ def run_search(
     from rich.console import Console
 
     from focalbench.config import compose
-    from focalbench.results.store import latest_rows, read_rows
-    from focalbench.sweep import Job, Plan, execute_plan, previous_status, resolved
 
     console = console or Console()
     if sampler not in SAMPLERS:
@@ -206,7 +204,6 @@ def run_search(
     name = study_name(space, objectives, sampler, seed)
     first = compose([*trial_overrides(space, _midpoint(space)), f"sweep_id='{name}'"])
     results_dir = first.results_dir
-    csv_path = Path(results_dir) / "runs.csv"
     study = make_study(name, results_dir, objectives, trials, seed)
     ended = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
     n_ended = len(study.get_trials(deepcopy=False, states=ended))
@@ -222,30 +219,8 @@ def run_search(
         while len(batch) < min(width, trials - n_ended):
             trial = study.ask(dict(space.dims))
             batch.append((trial.number, trial.params))
-        batch = batch[: trials - n_ended]
-        plan = Plan(name)
-        numbers: dict[str, list[int]] = {}
-        for number, params in batch:
-            job_overrides = trial_overrides(space, params)
-            cfg = resolved(compose([*job_overrides, f"sweep_id='{name}'"]))
-            numbers.setdefault(cfg.run_id, []).append(number)
-            if len(numbers[cfg.run_id]) == 1:
-                plan.jobs.append(Job(job_overrides, cfg))
-        latest = latest_rows(read_rows(csv_path)) if csv_path.is_file() else {}
-        todo = [j for j in plan.jobs if previous_status(latest, j.cfg) != "ok"]
-        if todo:
-            execute_plan(Plan(name, todo), jobs=jobs, gpus=gpus, jobs_per_gpu=jobs_per_gpu,
-                         console=console)  # fmt: skip
-            latest = latest_rows(read_rows(csv_path)) if csv_path.is_file() else {}
-        for job in plan.jobs:
-            for number in numbers[job.run_id]:
-                rows = [latest[rid] for rid in job.cfg.run_ids if rid in latest]
-                row = next((r for r in rows if r.get("status") == "ok"), rows[0] if rows else None)
-                status = _told(study, number, row, objectives)
-                failed += status != "ok"
-                reused = "" if job in todo else " (from its ok row)"
-                params = " ".join(job.overrides[len(space.fixed) :])
-                console.print(f"trial {number}: {status}{reused} {params}")
+        run_kw = {"jobs": jobs, "gpus": gpus, "jobs_per_gpu": jobs_per_gpu, "console": console}
+        failed += _run_batch(study, space, name, batch[: trials - n_ended], objectives, run_kw)
         n_ended = len(study.get_trials(deepcopy=False, states=ended))
     console.print(trials_table(study, space, objectives))
     if len(objectives) == 2 and _any_complete(study):
@@ -253,6 +228,44 @@ def run_search(
         plot_front(study, objectives, path)
         console.print(f"Pareto front: {path}")
     return 1 if failed else 0
+
+
+def _run_batch(
+    study, space: Space, name: str, batch: list, objectives: Sequence[str], run_kw: dict[str, Any]
+) -> int:
+    """Run one batch of asked trials [(number, params)] as one plan (a trial whose config has an
+    ok row is told from the row, not trained again), tell the study; returns how many did not end
+    ok."""
+    from focalbench.config import compose
+    from focalbench.results.store import latest_rows, read_rows
+    from focalbench.sweep.execute import execute_plan
+    from focalbench.sweep.plan import Job, Plan, previous_status, resolved
+
+    plan = Plan(name)
+    numbers: dict[str, list[int]] = {}  # two trials may sample one config
+    for number, params in batch:
+        job_overrides = trial_overrides(space, params)
+        cfg = resolved(compose([*job_overrides, f"sweep_id='{name}'"]))
+        numbers.setdefault(cfg.run_id, []).append(number)
+        if len(numbers[cfg.run_id]) == 1:
+            plan.jobs.append(Job(job_overrides, cfg))
+    csv_path = Path(plan.jobs[0].cfg.results_dir) / "runs.csv"
+    latest = latest_rows(read_rows(csv_path)) if csv_path.is_file() else {}
+    todo = [j for j in plan.jobs if previous_status(latest, j.cfg) != "ok"]
+    if todo:
+        execute_plan(Plan(name, todo), **run_kw)
+        latest = latest_rows(read_rows(csv_path)) if csv_path.is_file() else {}
+    failed = 0
+    for job in plan.jobs:
+        for number in numbers[job.run_id]:
+            rows = [latest[rid] for rid in job.cfg.run_ids if rid in latest]
+            row = next((r for r in rows if r.get("status") == "ok"), rows[0] if rows else None)
+            status = _told(study, number, row, objectives)
+            failed += status != "ok"
+            reused = "" if job in todo else " (from its ok row)"
+            params = " ".join(job.overrides[len(space.fixed) :])
+            run_kw["console"].print(f"trial {number}: {status}{reused} {params}")
+    return failed
 
 
 def plot_front(study, objectives: Sequence[str], path: Path) -> None:

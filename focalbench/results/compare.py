@@ -148,7 +148,9 @@ def resolve(spec: str, csv_path: Path, side: str) -> list[Run]:
     return sorted(runs, key=lambda r: (r.seed is None, r.seed or 0, r.run_id))
 
 
-def _scorers(runs: list[Run], metrics: list[str], gts: dict[Path, Any]) -> list[ResampledMetrics]:
+def scorers(runs: list[Run], metrics: list[str], gts: dict[Path, Any]) -> list[ResampledMetrics]:
+    """One resampling scorer per run (its detections against its validation set); `gts` caches
+    the ground truths read, by path."""
     out = []
     for run in runs:
         gt_path = val_ann_of(run.folder)
@@ -160,7 +162,7 @@ def _scorers(runs: list[Run], metrics: list[str], gts: dict[Path, Any]) -> list[
     return out
 
 
-def _same_validation_set(gts: dict[Path, Any]) -> None:
+def check_same_validation_set(gts: dict[Path, Any]) -> None:
     """InputError unless every ground truth holds the same images and annotations (the files may
     differ: a copy, or a re-serialization)."""
     (first, ref), *others = ((p, fingerprint(g)) for p, g in gts.items())
@@ -194,8 +196,8 @@ def compare(
     csv_path = Path(csv_path)
     runs_a, runs_b = resolve(a, csv_path, "A"), resolve(b, csv_path, "B")
     gts: dict[Path, Any] = {}
-    scorers_a, scorers_b = _scorers(runs_a, chosen, gts), _scorers(runs_b, chosen, gts)
-    _same_validation_set(gts)
+    scorers_a, scorers_b = scorers(runs_a, chosen, gts), scorers(runs_b, chosen, gts)
+    check_same_validation_set(gts)
     comparison = paired_bootstrap(
         scorers_a, scorers_b, chosen, n_boot, seed, _seeds(runs_a), _seeds(runs_b)
     )

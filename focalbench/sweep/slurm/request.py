@@ -1,6 +1,6 @@
 """SLURM requests, for `focalbench sweep --launcher submitit_slurm` and for the
 `hydra/launcher=submitit_slurm` launcher: what the partition offers (sinfo), a request that fits
-it or a one-line error, and submitit's executor for it. Following jobs: slurm_jobs.py.
+it or a one-line error (slurm_request), and submitit's executor for it. Following jobs: jobs.py.
 
 A request larger than every node would pend forever (reason PartitionConfig), and a GPU request on
 a partition without GPUs fails at sbatch: both are refused here, before anything is submitted.
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from focalbench.errors import InputError
+from focalbench.sweep.slurm.jobs import PENDING_WARN_MIN
 
 LAUNCHER = "submitit_slurm"
 # keys of a request that are no submitit parameters: the yaml's Hydra-only ones, and the pending
@@ -250,3 +251,34 @@ def make_executor(folder: str | os.PathLike, params: dict[str, Any]):
         **{k if k in _BASE_KEYS else f"slurm_{k}": v for k, v in params.items()}
     )
     return executor
+
+
+def slurm_request(
+    launcher_overrides: list[str],
+    console,
+    checked: bool = True,
+    pending_warn_min: float = PENDING_WARN_MIN,
+) -> dict[str, Any]:
+    """The launcher yaml with the `hydra.launcher.*` overrides, fitted to the partition sinfo
+    describes; InputError (exit 2) for a request that can never start. checked=False (a dry run)
+    prints the request unchecked where there is no cluster to ask."""
+    if not pending_warn_min > 0:
+        raise InputError(f"--pending-warn-min={pending_warn_min}: must be more than 0 minutes")
+    try:
+        import submitit  # noqa: F401
+    except ImportError:
+        raise InputError(
+            "--launcher submitit_slurm needs submitit: pip install 'focalbench[slurm]'"
+        ) from None
+    params = launcher_params(launcher_overrides)
+    params["pending_warn_min"] = pending_warn_min
+    try:
+        partitions = read_partitions()
+    except InputError as exc:
+        if checked:
+            raise
+        console.print(f"SLURM request not checked ({exc}): {describe_request(params)}")
+        return params
+    params, part = fit_request(params, partitions)
+    console.print(f"SLURM {part.describe()}; {describe_request(params)}")
+    return params

@@ -1,0 +1,270 @@
+"""`focalbench sweep GRID --race`: seeds raced round by round, hopeless configs dropped early.
+
+Round r trains seed r - 1 of every config still in the race, as one batch for the runner (the
+local pool, --gpus, or a SLURM array: execute.py). After each round metrics/race.py decides, from
+the rows and run folders alone: every racing config is compared with the current best, its
+variance the image part (a paired bootstrap over the validation images, each side's seeds held)
+plus a seed part pooled over the grid's configs with two seeds or more (so round 1 decides
+nothing); Holm within a round, the level split over the rounds. A config whose interval of
+best - config excludes 0 leaves the race; with --margin D one whose interval lies inside [-D, D]
+is tied and stops. The race ends when one config is left, the rest are tied or out, or
+--max-seeds is reached.
+
+Every decision is recomputed from runs.csv and the run folders (metrics/race.replay), so the same
+command resumes a stopped race exactly: finished runs are skipped, as in any sweep. Each run is an
+ordinary run with its run id (the seed is part of it), so a full grid of the same configs later
+skips the race's runs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from focalbench.config import RunConfig, compose
+from focalbench.errors import InputError
+from focalbench.results.store import latest_rows, read_rows
+from focalbench.sweep.execute import execute_plan
+from focalbench.sweep.plan import (
+    DONE,
+    PENDING,
+    Job,
+    Plan,
+    default_sweep_id,
+    expand_grid,
+    previous_status,
+    resolved,
+)
+
+DEFAULT_MAX_SEEDS = 5
+
+
+@dataclass
+class Racer:
+    """One config of the race: its overrides (no seed), a name (what tells it apart), and per
+    seed its config (RunConfig of seed s is seeds[s])."""
+
+    name: str
+    overrides: list[str]
+    seeds: list[RunConfig]
+
+
+def check_options(metric: str, max_seeds: int, level: float, margin: float | None) -> None:
+    from focalbench.metrics.resample import METRICS
+
+    if max_seeds < 2:
+        raise InputError(f"--max-seeds {max_seeds}: a race needs at least 2 seeds")
+    if not 0 < level < 1:
+        raise InputError(f"--level {level}: choose a value in (0, 1), e.g. 0.05")
+    if margin is not None and not margin > 0:
+        raise InputError(f"--margin {margin}: choose a difference > 0 (e.g. 0.01 mAP)")
+    if metric not in METRICS:
+        raise InputError(
+            f"--metric {metric!r} is not scored by the paired bootstrap; choose from "
+            f"{list(METRICS)}"
+        )
+
+
+def make_racers(overrides: Sequence[str], max_seeds: int, sweep_id: str) -> list[Racer]:
+    """The grid's configs, each with its per-seed configs (resolved: their run ids are final)."""
+    if any(o.lstrip("+~").partition("=")[0] == "seed" for o in overrides):
+        raise InputError("--race chooses the seeds (0, 1, ... up to --max-seeds): drop seed=...")
+    grid = expand_grid(overrides)
+    common = set.intersection(*(set(g) for g in grid)) if grid else set()
+    racers: list[Racer] = []
+    seen: set[str] = set()
+    for job in grid:
+        seeds = [
+            resolved(compose([*job, f"seed={s}", f"sweep_id='{sweep_id}'"]))
+            for s in range(max_seeds)
+        ]
+        if seeds[0].config_id in seen:  # two spellings of one config: race it once
+            continue
+        seen.add(seeds[0].config_id)
+        name = " ".join(o for o in job if o not in common) or " ".join(job)
+        racers.append(Racer(name, list(job), seeds))
+    if len(racers) < 2:
+        raise InputError(
+            f"--race needs a grid of at least two configs, got {len(racers)}: give a list such "
+            "as loss=focal,bce"
+        )
+    return racers
+
+
+def history(racers: list[Racer], csv_path: Path, metric: str) -> dict[str, list[float]]:
+    """Each config's metric per seed, seed 0 up to the first seed without an ok row."""
+    latest = latest_rows(read_rows(csv_path)) if csv_path.is_file() else {}
+    out: dict[str, list[float]] = {}
+    for racer in racers:
+        values: list[float] = []
+        for cfg in racer.seeds:
+            row = _ok_row(latest, cfg)
+            value = _number(row.get(metric, "")) if row else math.nan
+            if not math.isfinite(value):
+                break
+            values.append(value)
+        out[racer.name] = values
+    return out
+
+
+def _ok_row(latest: dict[str, dict[str, str]], cfg: RunConfig) -> dict[str, str] | None:
+    rows = [latest[rid] for rid in cfg.run_ids if rid in latest]
+    return next((r for r in rows if r.get("status") == "ok"), None)
+
+
+def _number(cell: str) -> float:
+    try:
+        return float(cell)
+    except ValueError:
+        return math.nan
+
+
+class ImageVariances:
+    """metrics/race.ImageVariance from the run folders: a paired bootstrap over the validation
+    images of two configs' first n seeds (each side's seeds held fixed); cached by pair."""
+
+    def __init__(self, racers: list[Racer], csv_path: Path, metric: str, n_boot: int) -> None:
+        self.by_name = {r.name: r for r in racers}
+        self.csv_path, self.metric, self.n_boot = csv_path, metric, n_boot
+        self.cache: dict[tuple[str, str, int, int], float] = {}
+        self.scorers: dict[str, Any] = {}
+        self.gts: dict[Path, Any] = {}
+
+    def __call__(self, best: str, config: str, n_best: int, n_config: int) -> float:
+        from focalbench.metrics.race import image_variance
+
+        key = (best, config, n_best, n_config)
+        if key not in self.cache:
+            a = self._scorers(best, n_best)
+            b = self._scorers(config, n_config)
+            self.cache[key] = image_variance(a, b, self.metric, self.n_boot)
+        return self.cache[key]
+
+    def _scorers(self, name: str, n: int) -> list:
+        from focalbench.results.compare import Run, scorers
+        from focalbench.results.run_files import folder_of
+
+        latest = latest_rows(read_rows(self.csv_path))
+        out = []
+        for seed, cfg in enumerate(self.by_name[name].seeds[:n]):
+            key = cfg.run_id
+            if key not in self.scorers:
+                row = _ok_row(latest, cfg)
+                assert row is not None, f"no ok row for {name} seed {seed}"
+                run = Run(row["run_id"], folder_of(row, self.csv_path), seed)
+                (self.scorers[key],) = scorers([run], [self.metric], self.gts)
+            out.append(self.scorers[key])
+        return out
+
+
+def round_plan(sweep_id: str, racers: list[Racer], names: list[str], seed: int,
+               latest: dict[str, dict[str, str]], retry_failed: bool) -> Plan:  # fmt: skip
+    """The jobs of one round: seed `seed` of the configs named; ok ones done, failed kept."""
+    by_name = {r.name: r for r in racers}
+    plan = Plan(sweep_id)
+    for name in names:
+        racer = by_name[name]
+        job = Job([*racer.overrides, f"seed={seed}"], racer.seeds[seed])
+        job.previous = previous_status(latest, job.cfg)
+        if job.previous == "ok":
+            job.state = DONE
+        elif job.previous in ("failed", "diverged") and not retry_failed:
+            job.state = "failed"
+        else:
+            job.state = PENDING
+        plan.jobs.append(job)
+    return plan
+
+
+def run_race(
+    overrides: Sequence[str],
+    *,
+    max_seeds: int = DEFAULT_MAX_SEEDS,
+    metric: str = "mAP",
+    level: float = 0.05,
+    margin: float | None = None,
+    jobs: int = 1,
+    gpus: Sequence[int] | None = None,
+    jobs_per_gpu: int = 1,
+    retry_failed: bool = False,
+    slurm: dict[str, Any] | None = None,
+    console=None,
+    n_boot: int = 1000,
+) -> int:
+    """Race the grid's configs (or resume the race); print each round and the end table. Returns
+    the exit code: 1 when a run of a round did not end ok (the race stops there; the same command
+    resumes it, --retry-failed re-runs the failed run)."""
+    from rich.console import Console
+
+    from focalbench.metrics.race import replay
+    from focalbench.results.schema import LOWER_IS_BETTER
+
+    console = console or Console()
+    check_options(metric, max_seeds, level, margin)
+    sweep_id = default_sweep_id([*overrides, "--race"])
+    racers = make_racers(overrides, max_seeds, sweep_id)
+    csv_path = Path(racers[0].seeds[0].results_dir) / "runs.csv"
+    image_var = ImageVariances(racers, csv_path, metric, n_boot)
+    rule = {"max_seeds": max_seeds, "level": level, "margin": margin,
+            "lower_is_better": metric in LOWER_IS_BETTER}  # fmt: skip
+    console.print(
+        f"[bold]race {sweep_id}[/]: {len(racers)} configs, up to {max_seeds} seeds each, on "
+        f"{metric} at level {level}" + (f", tied within ±{margin}" if margin else "")
+    )
+    while True:
+        rounds = replay(history(racers, csv_path, metric), image_var, **rule)
+        if rounds:
+            console.print(round_line(rounds[-1]))
+        if rounds and rounds[-1].finished:
+            break
+        names = rounds[-1].to_train() if rounds else [r.name for r in racers]
+        latest = latest_rows(read_rows(csv_path)) if csv_path.is_file() else {}
+        plan = round_plan(sweep_id, racers, names, len(rounds), latest, retry_failed)
+        failed = [j for j in plan.jobs if j.state == "failed"]
+        failed_now = execute_plan(plan, jobs, gpus, jobs_per_gpu, console=console, slurm=slurm)
+        if failed or failed_now:
+            console.print(
+                f"[red]round {len(rounds) + 1}: a run did not end ok[/]; the race stops here "
+                "(the same command resumes it; --retry-failed re-runs failed runs)"
+            )
+            return 1
+    console.print(race_table(rounds[-1], racers, metric))
+    return 0
+
+
+def round_line(rnd) -> str:
+    """One line per round: the best, who left, and which seed variance the intervals used."""
+    out = [d.config for d in rnd.decisions if d.status == "out" and d.round == rnd.round]
+    tied = [d.config for d in rnd.decisions if d.status == "tied" and d.round == rnd.round]
+    text = f"round {rnd.round}: best {rnd.best}"
+    if out:
+        text += f"; out: {', '.join(out)}"
+    if tied:
+        text += f"; tied: {', '.join(tied)}"
+    text += f"; seed variance: {rnd.decisions[0].seed_source}"
+    return text + (f"; the race ends: {rnd.why}" if rnd.finished else "")
+
+
+def race_table(rnd, racers: list[Racer], metric: str):
+    """Per config: seeds run, mean, the decision and its interval of best - config."""
+    from rich.table import Table
+
+    table = Table(title=f"race on {metric}: {rnd.why}", title_justify="left")
+    for col in ("config", "seeds", metric, "decision", "best − config", "interval"):
+        table.add_column(col, justify="left" if col in ("config", "decision") else "right")
+    order = sorted(rnd.decisions, key=lambda d: (d.status != "best", -d.n_seeds, d.diff))
+    for d in order:
+        decision = {
+            "best": "best",
+            "tied": f"tied (round {d.round})",
+            "noise_at_cap": "within noise at the cap",
+            "out": f"out at round {d.round}",
+        }.get(d.status, d.status)
+        interval = "" if math.isnan(d.lo) else f"[{d.lo:+.4f}, {d.hi:+.4f}]"
+        diff = "" if d.status == "best" else f"{d.diff:+.4f}"
+        table.add_row(d.config, str(d.n_seeds), f"{d.mean:.4f}", decision, diff, interval)
+    table.caption = f"seed variance: {rnd.decisions[0].seed_source}"
+    return table

@@ -1,0 +1,171 @@
+"""Simulation (issue "answers per compute minute"): does racing a 20-config grid keep the truly best
+config, and how many of the full grid's runs does it save? metrics/race.py's rule, unchanged, on
+per-image scores drawn from a two-level model with known config means:
+
+    score[c, s, i] = mu_c + u[c, s] + w[c, i] + e[c, s, i] + v[i]
+
+u: a whole-run seed shift; e: run x image noise (a run's own hits and misses); w: config x image
+(what a config is good at; seeds do not average it away); v: shared image difficulty (cancels in
+differences). A run's metric is its mean over the I validation images. Each race draws a new
+validation set (w, v) and new runs, so the target is mu (the population of images), as the image
+bootstrap assumes. V_img of a pair is computed exactly: the plug-in variance of the mean over
+images of the per-image difference of the two seed-means, which is what the one-level image
+bootstrap with seeds held fixed estimates (n_boot -> inf).
+
+Reported per max-seeds cap (3, 4, 5) and prior (none / one from 36 earlier runs, df 24): the share
+of races whose truly best config ends "out" (goal <= 5%), the mean share of the full grid's runs
+(20 x cap) used (goal <= 60% at cap 5), how often the best is picked and how many are left at the
+end. Two scenarios: `grid` (the means below) and `cluster`, the least favourable one for keeping
+the best: a near-twin 0.0001 below it and 18 configs far below, which leave early, so that Holm's
+later steps and every round test the two. One row per scenario with a deliberately wrong rule
+(seed variance 0: images only) shows the measure can fail.
+
+    PYTHONPATH=. python scripts/bench_race.py [--races 1000] [--seed 0] [--images 80]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+
+import numpy as np
+
+from focalbench.metrics.race import OUT, SeedVariance, decide_round
+
+# --- the model: replace with the full grid's measured values when it has run -----------------
+# means[alpha, gamma]: a stand-in for the focal alpha x gamma grid at the demo_sweep budget. The
+# study measured (3-seed means, results/reference/leaderboard.md) alpha 0.25 at gamma 0.5/1/2/5:
+# 0.334/0.357/0.343/0.278, gamma 2 at alpha 0.5/0.75: 0.327/0.326, alpha 0.75 gamma 0: 0.313; the
+# TPE search (leaderboard_search.md) found 0.267-0.370 over the plane, best near gamma 1.3-1.4,
+# worst at gamma > 4.4. The other cells are interpolated by hand in that shape.
+ALPHAS = (0.1, 0.25, 0.5, 0.75)
+GAMMAS = (0.0, 0.5, 1.0, 2.0, 5.0)
+MEANS = np.array(
+    [
+        [0.300, 0.318, 0.330, 0.322, 0.262],  # alpha 0.1
+        [0.318, 0.334, 0.357, 0.343, 0.278],  # alpha 0.25 (measured but gamma 0)
+        [0.316, 0.330, 0.345, 0.327, 0.285],  # alpha 0.5 (gamma 2 measured)
+        [0.313, 0.322, 0.332, 0.326, 0.280],  # alpha 0.75 (gamma 0, 2 measured)
+    ]
+)
+N_IMAGES = 80  # the study's validation set
+# Seed sd of a run's mAP: the study's pooled within-config sd is 0.0127 (12 configs x 3 seeds,
+# study_runs.csv): half of its variance a whole-run shift, half run x image noise (0.08 / sqrt(80)).
+SEED_SD = 0.009
+RUN_IMAGE_SD = 0.08
+# compare's 3-seed intervals at 80 images (compare_*.txt) have half-widths 0.025-0.040 mAP; with
+# the seed part above, an image sd of a 3-seed difference of ~0.013 matches them (sd 0.068 here).
+CONFIG_IMAGE_SD = 0.068
+SHARED_IMAGE_SD = 0.15
+PRIOR_DF = 24  # a prior pooled from 12 earlier configs x 3 seeds of the same budget
+# ------------------------------------------------------------------------------------------------
+
+NAMES = [f"a{a}_g{g}" for a in ALPHAS for g in GAMMAS]
+SCENARIOS = {  # the true means
+    "grid": MEANS.ravel(),
+    "cluster": np.r_[0.333, 0.3329, np.full(18, 0.22)],
+}
+
+
+def derived(mu: np.ndarray, n_images: int) -> str:
+    seed_sd = math.sqrt(SEED_SD**2 + RUN_IMAGE_SD**2 / n_images)
+    img3 = math.sqrt(2 * (CONFIG_IMAGE_SD**2 + RUN_IMAGE_SD**2 / 3) / n_images)
+    half3 = 1.96 * math.sqrt(img3**2 + 2 * (2 / 3) * seed_sd**2 / 3)
+    return (
+        f"{len(mu)} configs, means {mu.min():.3f}-{mu.max():.3f} (best {mu.max():.4f}, next "
+        f"{np.sort(mu)[-2]:.4f}); {n_images} images; seed sd of a run {seed_sd:.4f}; image sd "
+        f"of a 3-seed difference {img3:.4f}; compare's 3-seed 95% half-width ~{half3:.3f}"
+    )
+
+
+class World:
+    """One race's validation set and runs: every seed up to the cap drawn up front."""
+
+    def __init__(self, rng: np.random.Generator, mu: np.ndarray, n_images: int, seeds: int) -> None:
+        C, K, n = len(mu), seeds, n_images
+        w = rng.normal(0, CONFIG_IMAGE_SD, (C, n))
+        v = rng.normal(0, SHARED_IMAGE_SD, n)
+        u = rng.normal(0, SEED_SD, (C, K))
+        e = rng.normal(0, RUN_IMAGE_SD, (C, K, n))
+        self.score = mu[:, None, None] + u[:, :, None] + w[:, None, :] + e + v  # [C, K, n]
+        self.value = self.score.mean(2)  # [C, K] each run's metric
+        self.index = {n: i for i, n in enumerate(NAMES)}
+
+    def image_var(self, a: str, b: str, n_a: int, n_b: int) -> float:
+        """The exact one-level bootstrap variance of mean_a - mean_b, seeds held fixed."""
+        ia, ib = self.index[a], self.index[b]
+        d = self.score[ia, :n_a].mean(0) - self.score[ib, :n_b].mean(0)  # [I]
+        return float(d.var() / len(d))
+
+
+def race(
+    rng: np.random.Generator,
+    mu: np.ndarray,
+    n_images: int,
+    max_seeds: int,
+    prior: str,
+    level: float,
+) -> tuple[bool, float, bool, int]:
+    """(truly best out, share of the full grid's runs used, best picked, configs not out)."""
+    world = World(rng, mu, n_images, max_seeds)
+    s2_true = SEED_SD**2 + RUN_IMAGE_SD**2 / n_images
+    if prior == "earlier runs":
+        p = SeedVariance(s2_true * rng.chisquare(PRIOR_DF) / PRIOR_DF, PRIOR_DF, "earlier runs")
+    elif prior == "WRONG: images only":
+        p = SeedVariance(0.0, math.inf, "seed variance 0")
+    else:
+        p = None
+    prev, runs = None, 0
+    for r in range(1, max_seeds + 1):
+        alive = NAMES if prev is None else prev.to_train()
+        runs += len(alive)
+        kept = {} if prev is None else {d.config: d.n_seeds for d in prev.decisions}
+        values = {
+            n: world.value[world.index[n], : r if n in alive else kept[n]].tolist() for n in NAMES
+        }
+        prev = decide_round(
+            values, world.image_var, prev, max_seeds=max_seeds, level=level, prior=p
+        )
+        if prev.finished:
+            break
+    assert prev is not None
+    top = NAMES[int(mu.argmax())]
+    left = sum(d.status != OUT for d in prev.decisions)
+    return prev.decision(top).status == OUT, runs / (len(NAMES) * max_seeds), prev.best == top, left
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--races", type=int, default=1000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--level", type=float, default=0.05)
+    ap.add_argument("--images", type=int, default=N_IMAGES, help="validation images")
+    args = ap.parse_args()
+    print(f"{args.races} races per row, level {args.level}")
+    priors = ("none", "earlier runs")
+    rows = {
+        "grid": [(k, p) for p in priors for k in (3, 4, 5)] + [(5, "WRONG: images only")],
+        "cluster": [(5, p) for p in (*priors, "WRONG: images only")],
+    }
+    for scenario, mu in SCENARIOS.items():
+        print(f"\n{scenario}: {derived(mu, args.images)}\n")
+        head = f"{'max seeds':>9} | {'seed-variance prior':<20} | {'best out':>11} | "
+        print(head + f"{'runs used':>9} | {'best picked':>11} | {'left at end':>11} | {'s':>5}")
+        print("-" * (len(head) + 46))
+        for k, prior in rows[scenario]:
+            t0 = time.perf_counter()
+            rng = np.random.default_rng([args.seed, k, len(prior), len(scenario)])
+            res = [race(rng, mu, args.images, k, prior, args.level) for _ in range(args.races)]
+            out, used, picked, left = (np.mean([r[i] for r in res]) for i in range(4))
+            se = math.sqrt(max(out * (1 - out), 1e-12) / args.races)
+            print(
+                f"{k:>9} | {prior:<20} | {out:>5.1%} ±{se:.1%} | {used:>9.1%} | "
+                f"{picked:>11.1%} | {left:>11.1f} | {time.perf_counter() - t0:>5.1f}"
+            )
+    print("\nbest out: the truly best config ends 'out' (± its standard error); runs used: of the")
+    print("full grid's 20 x max-seeds runs; left at end: configs not out (best, tied, at the cap)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,144 @@
+"""`focalbench sweep GRID --race` (sweep/race.py) on recorded detections: each "run" of the fake
+runner writes the detections of a detector of its config's quality on a fixed validation set, and
+its row. Checks that a clearly worse config leaves the race, that the truly best stays, and that a
+race stopped mid-round (Ctrl-C) resumes to the same decisions as an uninterrupted one, with no run
+trained twice."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+from focalbench.cli import main
+from focalbench.metrics.evaluate import detection_set
+from focalbench.metrics.resample import ResampledMetrics
+from focalbench.results.store import append_row, read_rows
+from focalbench.sweep import race
+from tests.conftest import TINY
+from tests.metrics.synthetic_runs import detections, ground_truth
+
+# miss rate of each loss's "detector": focal and qfl close, bce far worse
+QUALITY = {"focal": 0.20, "qfl": 0.23, "bce": 0.75}
+GRID = [*TINY, "loss=focal,bce,qfl"]
+
+
+class FakeRunner:
+    """execute_plan's stand-in: writes each pending job's run folder and ok row; raises
+    KeyboardInterrupt before the job number `stop_at` (counting from 0) if given."""
+
+    def __init__(self, gt_path: Path, stop_at: int | None = None) -> None:
+        self.gt_path, self.stop_at, self.ran = gt_path, stop_at, []
+        self.gt = json.loads(gt_path.read_text())
+
+    def __call__(self, plan, *args, **kwargs) -> int:
+        for job in plan.to_run:
+            if self.stop_at is not None and len(self.ran) == self.stop_at:
+                raise KeyboardInterrupt
+            cfg = job.cfg
+            seed = int(hashlib.sha1(f"{cfg.loss.name}-{cfg.seed}".encode()).hexdigest()[:8], 16)
+            dets = detections(np.random.default_rng(seed), self.gt, miss=QUALITY[cfg.loss.name])
+            folder = Path(cfg.results_dir) / "sweeps" / plan.sweep_id / job.run_id
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "detections.json").write_text(json.dumps(dets))
+            (folder / "metrics.json").write_text(json.dumps({"val_ann": str(self.gt_path)}))
+            full = ResampledMetrics(detection_set(self.gt, dets), ["mAP"]).full()
+            row = {"run_id": job.run_id, "status": "ok", "loss": cfg.loss.name, "seed": cfg.seed}
+            append_row(Path(cfg.results_dir) / "runs.csv", {**row, "mAP": full["mAP"],
+                                                            "run_dir": str(folder)})  # fmt: skip
+            self.ran.append(job.run_id)
+        return 0
+
+
+def _race(results: Path, runner: FakeRunner, monkeypatch, **options) -> tuple[int, str]:
+    monkeypatch.setattr(race, "execute_plan", runner)
+    console = Console(record=True, width=200)
+    code = race.run_race([*GRID, f"results_dir={results}"], console=console, n_boot=300,
+                         **options)  # fmt: skip
+    return code, console.export_text()
+
+
+@pytest.fixture
+def gt_path(tmp_path):
+    path = tmp_path / "val.json"
+    path.write_text(json.dumps(ground_truth(np.random.default_rng(0), n_img=80)))
+    return path
+
+
+def test_a_clearly_worse_config_leaves_and_the_best_stays(tmp_path, gt_path, monkeypatch):
+    runner = FakeRunner(gt_path)
+    code, text = _race(tmp_path / "a", runner, monkeypatch, max_seeds=4)
+    assert code == 0, text
+    round_1 = next(line for line in text.splitlines() if line.startswith("round 1:"))
+    assert "nothing decided" in round_1  # no seed variance yet: one seed each
+    assert "out: loss=bce" in next(ln for ln in text.splitlines() if ln.startswith("round 2:"))
+    table = text[text.index("race on mAP") :]
+    bce = next(line for line in table.splitlines() if "loss=bce" in line)
+    assert "out at round 2" in bce  # far worse: out as soon as a seed variance exists
+    assert "loss=bce" not in [line for line in text.splitlines() if line.startswith("round 3")][0]
+    focal = next(line for line in table.splitlines() if "loss=focal" in line)
+    assert " best " in focal
+    # bce ran 2 seeds, focal and qfl 4 each (qfl within noise of focal at the cap)
+    assert len(runner.ran) == 2 + 4 + 4
+    assert "within noise at the cap" in next(ln for ln in table.splitlines() if "loss=qfl" in ln)
+
+
+def test_a_stopped_race_resumes_to_the_same_decisions(tmp_path, gt_path, monkeypatch):
+    _, whole = _race(tmp_path / "whole", FakeRunner(gt_path), monkeypatch, max_seeds=3)
+    cut = FakeRunner(gt_path, stop_at=4)  # round 2: after focal (and bce) of seed 1
+    with pytest.raises(KeyboardInterrupt):
+        _race(tmp_path / "cut", cut, monkeypatch, max_seeds=3)
+    again = FakeRunner(gt_path)
+    code, resumed = _race(tmp_path / "cut", again, monkeypatch, max_seeds=3)
+    assert code == 0
+    assert resumed[resumed.index("race on mAP") :] == whole[whole.index("race on mAP") :]
+    ids = [r["run_id"] for r in read_rows(tmp_path / "cut" / "runs.csv")]
+    assert len(ids) == len(set(ids)) == len(cut.ran) + len(again.ran)  # nothing ran twice
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["loss=focal"], "--race needs a grid of at least two configs, got 1"),
+        (["loss=focal,bce", "seed=0,1"], "--race chooses the seeds"),
+        (["loss=focal,bce", "--max-seeds", "1"], "--max-seeds 1: a race needs at least 2 seeds"),
+        (["loss=focal,bce", "--level", "1.5"], "--level 1.5: choose a value in (0, 1)"),
+        (["loss=focal,bce", "--metric", "AP51"], "--metric 'AP51' is not scored by the paired"),
+        (["loss.gamma=interval(0,5)", "--search", "tpe"], "does not combine with --search"),
+        (["loss=focal,bce", "--dry-run"], "--race runs round by round"),
+    ],
+)
+def test_bad_race_options_are_one_line_exit_2(args, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sweep", "--race", *TINY, *args])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "results" / "runs.csv").exists()
+
+
+def test_power_and_compares_hint_from_the_race_runs(tmp_path, gt_path, monkeypatch, capsys):
+    """`power` on two configs with 3 seeds: the variance parts and the seeds a difference needs;
+    one seed a side or --diff <= 0 is bad input."""
+    results = tmp_path / "r"
+    _race(results, FakeRunner(gt_path), monkeypatch, max_seeds=3)
+    csv = str(results / "runs.csv")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["power", "loss=focal", "loss=qfl", "--diff", "0.01", "--csv", csv, "--n-boot", "200"])
+    out = capsys.readouterr().out
+    assert exit_info.value.code == 0, out
+    assert "seed level: sd of one run" in out and "image level: sd of the difference" in out
+    assert "to resolve +0.010 (80% power, 95% level)" in out
+    one_run = read_rows(results / "runs.csv")[0]["run_id"]  # a run id: one seed
+    for args, message in (
+        (["loss=focal", "loss=qfl", "--diff", "0"], "--diff 0.0: give the difference to resolve"),
+        ([one_run, "loss=qfl", "--diff", "0.01"], "A has 1 seed; power needs at least two seeds"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["power", *args, "--csv", csv])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and message in err and err.count("\n") == 1, err
