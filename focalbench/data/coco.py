@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -67,8 +68,29 @@ def load_coco_json(path: Path | str) -> dict[str, Any]:
     return data
 
 
+class ProblemTally:
+    """What a report of problems has: counts[kind] and the first examples[kind], one line each;
+    `kinds` (a class attribute) names the valid kinds in report order. Shared by CheckReport and
+    the importers' ImportReport."""
+
+    kinds: ClassVar[Mapping[str, str]]
+    counts: dict[str, int]
+    examples: dict[str, list[str]]
+
+    @property
+    def ok(self) -> bool:
+        return not self.counts
+
+    def add(self, kind: str, example: str) -> None:
+        assert kind in self.kinds, f"unknown problem kind {kind!r}"
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+        shown = self.examples.setdefault(kind, [])
+        if len(shown) < MAX_EXAMPLES:
+            shown.append(example)
+
+
 @dataclass
-class CheckReport:
+class CheckReport(ProblemTally):
     """What `check_coco` found. `counts[kind]` is the number of problems of that kind (kinds are
     the keys of PROBLEM_KINDS; absent means none), `examples[kind]` the first few, one line each.
     """
@@ -79,17 +101,7 @@ class CheckReport:
     n_categories: int = 0
     counts: dict[str, int] = field(default_factory=dict)
     examples: dict[str, list[str]] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        return not self.counts
-
-    def add(self, kind: str, example: str) -> None:
-        assert kind in PROBLEM_KINDS, f"unknown problem kind {kind!r}"
-        self.counts[kind] = self.counts.get(kind, 0) + 1
-        shown = self.examples.setdefault(kind, [])
-        if len(shown) < MAX_EXAMPLES:
-            shown.append(example)
+    kinds: ClassVar[Mapping[str, str]] = PROBLEM_KINDS
 
     def first_problem(self, skip: frozenset[str] = frozenset()) -> str | None:
         """'kind (n): first example' for the first kind (in PROBLEM_KINDS order) not in skip."""

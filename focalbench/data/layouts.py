@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import os
 import xml.etree.ElementTree as ET
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import yaml
 from PIL import Image
 
-from focalbench.data.coco import BOX_TOLERANCE_PX, MAX_EXAMPLES
+from focalbench.data.coco import BOX_TOLERANCE_PX, ProblemTally
 from focalbench.errors import InputError
 
 FORMATS = ("voc", "yolo")
@@ -38,7 +39,7 @@ BOX_KINDS = frozenset({"empty_box", "box_outside_image"})
 
 
 @dataclass
-class ImportReport:
+class ImportReport(ProblemTally):
     """What import_dataset wrote and found. `splits[name]` is the json of that split,
     `split_sizes[name]` its (images, boxes); `class_counts` the boxes written per category over all
     distinct images; `counts`/`examples` as in coco.CheckReport, with kinds from IMPORT_PROBLEMS."""
@@ -52,17 +53,7 @@ class ImportReport:
     class_counts: dict[str, int] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
     examples: dict[str, list[str]] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        return not self.counts
-
-    def add(self, kind: str, example: str) -> None:
-        assert kind in IMPORT_PROBLEMS, f"unknown problem kind {kind!r}"
-        self.counts[kind] = self.counts.get(kind, 0) + 1
-        shown = self.examples.setdefault(kind, [])
-        if len(shown) < MAX_EXAMPLES:
-            shown.append(example)
+    kinds: ClassVar[Mapping[str, str]] = IMPORT_PROBLEMS
 
     def overrides(self) -> str:
         """The overrides that train on the import: `data=coco data.ann=... data.images=...`."""

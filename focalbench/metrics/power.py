@@ -126,7 +126,10 @@ class VarianceParts:
         images = self.images_needed(d, max_seeds, power, level)
         if images is None:
             least = math.floor(2 * self.seed_var / _room(d, power, level)) + 1
-            return f"{why}; nor can {max_seeds} seeds a side with any images (it takes {least}+)"
+            return (
+                f"{why}; nor can {max_seeds} seeds a side with any images (it takes {least}+ "
+                "seeds a side)"
+            )
         return f"{why}; with {max_seeds} seeds a side about {images} validation images"
 
 

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torchvision.ops import sigmoid_focal_loss as tv_sigmoid_focal_loss
 
 from focalbench.losses import _common, poly1_focal_loss, sigmoid_focal_loss
+from tests.losses.test_focal import make_inputs, value_and_grad
 
 REDUCTIONS = ["none", "sum", "mean"]
 PER_CLASS = [0.1, 0.9, 0.25, 0.0, 1.0]  # C = 5
@@ -20,20 +21,6 @@ ALPHAS = [0.25, None, -1.0, PER_CLASS]
 def tiny_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Chunks of 5 elements in the focal part: chunk boundaries crossed, rows of C = 5 whole."""
     monkeypatch.setattr(_common, "CPU_CHUNK", 5)
-
-
-def make_inputs(shape, dtype=torch.float64, seed=0, soft=False, scale=4.0):
-    g = torch.Generator().manual_seed(seed)
-    x = (torch.randn(shape, generator=g, dtype=torch.float64) * scale).to(dtype)
-    u = torch.rand(shape, generator=g, dtype=torch.float64)
-    t = u if soft else (u < 0.3).double()
-    return x.requires_grad_(), t.to(dtype)
-
-
-def value_and_grad(fn, x, *args, **kwargs):
-    loss = fn(x, *args, **kwargs)
-    (grad,) = torch.autograd.grad(loss.sum(), x)
-    return loss, grad
 
 
 def poly1_formula(x, t, alpha, gamma, epsilon):

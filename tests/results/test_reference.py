@@ -20,6 +20,7 @@ BOARDS = [
     ("leaderboard_by_laece0.md", "study_runs.csv", ["--sort", "laece0"]),
     ("leaderboard_detr.md", "study_detr_runs.csv", []),
     ("leaderboard_search.md", "study_search_runs.csv", []),
+    ("leaderboard_poly1_ghmc.md", "study_poly1_ghmc_runs.csv", []),
 ]
 
 
