@@ -18,6 +18,7 @@ config, as `run` does (`resolve_words`: both words).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,21 @@ def resolve_anchors(cfg: RunConfig, say: Callable[..., Any] | None = None) -> Ru
     fit and the share of boxes no anchor reaches, before and after."""
     if not isinstance(getattr(cfg.model, "anchor_sizes", None), str):
         return cfg
+    train_ann = training_annotations(cfg)
+    fitted, line = _fit_anchors(str(train_ann), train_ann.stat().st_mtime_ns, cfg.data.image_size)
+    if say is not None:
+        say(f"model.anchor_sizes={cfg.model.anchor_sizes}: {line}")
+    model = dataclasses.replace(
+        cfg.model, anchor_sizes=fitted, anchor_sizes_from=cfg.model.anchor_sizes
+    )
+    return dataclasses.replace(cfg, model=model)
+
+
+@functools.lru_cache(maxsize=8)
+def _fit_anchors(train_ann: str, mtime_ns: int, size: int) -> tuple[tuple[int, ...], str]:
+    """(fitted sizes, a line on the fit) of one training json at one image size: a sweep or race
+    plans every config and seed with the same data, so the fit runs once (mtime_ns: a rewritten
+    file is fitted again)."""
     import torch
 
     from focalbench.config import RetinaNetCfg
@@ -89,26 +105,19 @@ def resolve_anchors(cfg: RunConfig, say: Callable[..., Any] | None = None) -> Ru
     from focalbench.data.anchors import fit_anchor_sizes, unreached_share
     from focalbench.data.stats import run_size_boxes
 
-    train_ann = training_annotations(cfg)
-    size = cfg.data.image_size
     boxes = run_size_boxes(load_coco_json(train_ann), size)  # [N, 4] xyxy at the run's size
     sides = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])) ** 0.5
     default = RetinaNetCfg.anchor_sizes
     fitted = fit_anchor_sizes(
         sides, 5, boxes=boxes, image_size=size, start=default, source=train_ann
     )
-    if say is not None:
-        xyxy = torch.from_numpy(boxes).float()
-        before, after = unreached_share(xyxy, size, default), unreached_share(xyxy, size, fitted)
-        say(
-            f"model.anchor_sizes={cfg.model.anchor_sizes}: {len(boxes)} training boxes at "
-            f"{size} px -> {list(fitted)}; boxes no anchor reaches at IoU 0.5: "
-            f"{before:.1%} with {list(default)}, {after:.1%} with these"
-        )
-    model = dataclasses.replace(
-        cfg.model, anchor_sizes=fitted, anchor_sizes_from=cfg.model.anchor_sizes
+    xyxy = torch.from_numpy(boxes).float()
+    before, after = unreached_share(xyxy, size, default), unreached_share(xyxy, size, fitted)
+    line = (
+        f"{len(boxes)} training boxes at {size} px -> {list(fitted)}; boxes no anchor reaches at "
+        f"IoU 0.5: {before:.1%} with {list(default)}, {after:.1%} with these"
     )
-    return dataclasses.replace(cfg, model=model)
+    return fitted, line
 
 
 def resolve_words(cfg: RunConfig, say: Callable[..., Any] | None = None) -> RunConfig:
