@@ -111,6 +111,12 @@ def make_plan(
         plan.jobs.append(Job(job_overrides, cfg))
     if not plan.jobs:
         raise InputError("the sweep is empty: give overrides such as loss=focal,bce")
+    return mark_states(plan, force, retry_failed)
+
+
+def mark_states(plan: Plan, force: bool = False, retry_failed: bool = False) -> Plan:
+    """Each job's state from runs.csv: done (an ok row), failed (kept unless retry_failed), or
+    pending, and whether another process is running it now (its run lock)."""
     csv_path = Path(plan.jobs[0].cfg.results_dir) / "runs.csv"
     latest = latest_rows(read_rows(csv_path)) if csv_path.is_file() else {}
     for job in plan.jobs:

@@ -29,13 +29,11 @@ from focalbench.errors import InputError
 from focalbench.results.store import latest_rows, read_rows
 from focalbench.sweep.execute import execute_plan
 from focalbench.sweep.plan import (
-    DONE,
-    PENDING,
     Job,
     Plan,
     default_sweep_id,
     expand_grid,
-    previous_status,
+    mark_states,
     resolved,
 )
 
@@ -160,23 +158,13 @@ class ImageVariances:
         return out
 
 
-def round_plan(sweep_id: str, racers: list[Racer], names: list[str], seed: int,
-               latest: dict[str, dict[str, str]], retry_failed: bool) -> Plan:  # fmt: skip
-    """The jobs of one round: seed `seed` of the configs named; ok ones done, failed kept."""
+def round_plan(
+    sweep_id: str, racers: list[Racer], names: list[str], seed: int, retry_failed: bool
+) -> Plan:
+    """The jobs of one round: seed `seed` of the configs named, their states as any sweep's."""
     by_name = {r.name: r for r in racers}
-    plan = Plan(sweep_id)
-    for name in names:
-        racer = by_name[name]
-        job = Job([*racer.overrides, f"seed={seed}"], racer.seeds[seed])
-        job.previous = previous_status(latest, job.cfg)
-        if job.previous == "ok":
-            job.state = DONE
-        elif job.previous in ("failed", "diverged") and not retry_failed:
-            job.state = "failed"
-        else:
-            job.state = PENDING
-        plan.jobs.append(job)
-    return plan
+    jobs = [Job([*by_name[n].overrides, f"seed={seed}"], by_name[n].seeds[seed]) for n in names]
+    return mark_states(Plan(sweep_id, jobs), retry_failed=retry_failed)
 
 
 def run_race(
@@ -221,8 +209,7 @@ def run_race(
         if rounds and rounds[-1].finished:
             break
         names = rounds[-1].to_train() if rounds else [r.name for r in racers]
-        latest = latest_rows(read_rows(csv_path)) if csv_path.is_file() else {}
-        plan = round_plan(sweep_id, racers, names, len(rounds), latest, retry_failed)
+        plan = round_plan(sweep_id, racers, names, len(rounds), retry_failed)
         failed = [j for j in plan.jobs if j.state == "failed"]
         failed_now = execute_plan(plan, jobs, gpus, jobs_per_gpu, console=console, slurm=slurm)
         if failed or failed_now:
