@@ -28,6 +28,8 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -68,9 +70,57 @@ SCENARIOS = {  # the true means
 }
 
 
-def derived(mu: np.ndarray, n_images: int) -> str:
-    seed_sd = math.sqrt(SEED_SD**2 + RUN_IMAGE_SD**2 / n_images)
-    img3 = math.sqrt(2 * (CONFIG_IMAGE_SD**2 + RUN_IMAGE_SD**2 / 3) / n_images)
+def fit(csv_path: str, metric: str = "mAP") -> tuple[list[str], np.ndarray, dict[str, float]]:
+    """The model's parameters measured on a grid's runs (every config with the same seeds):
+    config means; the pooled seed variance of a run s2 (df: sum of n - 1); and, from the image
+    bootstrap of compare (metrics/race.image_variance, seeds held) of every config against the
+    best, V_1 (seed 0 a side) and V_n (all n seeds a side). Under the model
+    V_n = 2 (CONFIG_IMAGE_SD^2 + RUN_IMAGE_SD^2 / n) / I, so V_1 - V_n gives RUN_IMAGE_SD and
+    V_n the config x image part; SEED_SD^2 = s2 - RUN_IMAGE_SD^2 / I (the whole-run shift)."""
+    from focalbench.metrics.race import image_variance
+    from focalbench.results.compare import Run, scorers
+    from focalbench.results.store import latest_rows, read_rows
+
+    rows = [r for r in latest_rows(read_rows(csv_path)).values() if r["status"] == "ok"]
+    groups: dict[str, list[dict[str, str]]] = {}
+    for r in rows:
+        groups.setdefault(r["config_id"], []).append(r)
+    names = {c: f"a{g[0]['alpha'] or 'off'}_g{g[0]['gamma']}" for c, g in groups.items()}
+    n = max(len(g) for g in groups.values())
+    groups = {c: sorted(g, key=lambda r: int(r["seed"])) for c, g in groups.items() if len(g) == n}
+    mu = {c: float(np.mean([float(r[metric]) for r in g[:n]])) for c, g in groups.items()}
+    s2 = float(
+        np.mean([np.var([float(r[metric]) for r in g[:n]], ddof=1) for g in groups.values()])
+    )
+    gts: dict = {}
+    runs = {}
+    for c, g in groups.items():
+        folders = [Run(r["run_id"], Path(r["run_dir"]), int(r["seed"])) for r in g]
+        runs[c] = scorers(folders, [metric], gts)
+    n_images = runs[next(iter(runs))][0].n_images
+    best = max(mu, key=mu.get)
+    v1, vn = [], []
+    for c in groups:
+        if c != best:
+            v1.append(image_variance(runs[best][:1], runs[c][:1], metric, 400))
+            vn.append(image_variance(runs[best], runs[c], metric, 400))
+    run_image2 = max(np.mean(v1) - np.mean(vn), 0.0) * n_images / 2 / (1 - 1 / n)
+    config_image2 = max(np.mean(vn) * n_images / 2 - run_image2 / n, 0.0)
+    params = {
+        "SEED_SD": math.sqrt(max(s2 - run_image2 / n_images, 0.0)),
+        "RUN_IMAGE_SD": math.sqrt(run_image2),
+        "CONFIG_IMAGE_SD": math.sqrt(config_image2),
+        "N_IMAGES": n_images,
+        "seeds": n,
+        "pooled seed sd": math.sqrt(s2),
+    }
+    order = sorted(groups, key=lambda c: names[c])
+    return [names[c] for c in order], np.array([mu[c] for c in order]), params
+
+
+def derived(mu: np.ndarray, n_images: int, noise: Noise) -> str:
+    seed_sd = math.sqrt(noise.seed_sd**2 + noise.run_image_sd**2 / n_images)
+    img3 = math.sqrt(2 * (noise.config_image_sd**2 + noise.run_image_sd**2 / 3) / n_images)
     half3 = 1.96 * math.sqrt(img3**2 + 2 * (2 / 3) * seed_sd**2 / 3)
     return (
         f"{len(mu)} configs, means {mu.min():.3f}-{mu.max():.3f} (best {mu.max():.4f}, next "
@@ -79,18 +129,26 @@ def derived(mu: np.ndarray, n_images: int) -> str:
     )
 
 
+@dataclass(frozen=True)
+class Noise:
+    seed_sd: float = SEED_SD
+    run_image_sd: float = RUN_IMAGE_SD
+    config_image_sd: float = CONFIG_IMAGE_SD
+
+
 class World:
     """One race's validation set and runs: every seed up to the cap drawn up front."""
 
-    def __init__(self, rng: np.random.Generator, mu: np.ndarray, n_images: int, seeds: int) -> None:
+    def __init__(self, rng: np.random.Generator, mu: np.ndarray, n_images: int, seeds: int,
+                 noise: Noise, names: list[str]) -> None:  # fmt: skip
         C, K, n = len(mu), seeds, n_images
-        w = rng.normal(0, CONFIG_IMAGE_SD, (C, n))
+        w = rng.normal(0, noise.config_image_sd, (C, n))
         v = rng.normal(0, SHARED_IMAGE_SD, n)
-        u = rng.normal(0, SEED_SD, (C, K))
-        e = rng.normal(0, RUN_IMAGE_SD, (C, K, n))
+        u = rng.normal(0, noise.seed_sd, (C, K))
+        e = rng.normal(0, noise.run_image_sd, (C, K, n))
         self.score = mu[:, None, None] + u[:, :, None] + w[:, None, :] + e + v  # [C, K, n]
         self.value = self.score.mean(2)  # [C, K] each run's metric
-        self.index = {n: i for i, n in enumerate(NAMES)}
+        self.index = {n: i for i, n in enumerate(names)}
 
     def image_var(self, a: str, b: str, n_a: int, n_b: int) -> float:
         """The exact one-level bootstrap variance of mean_a - mean_b, seeds held fixed."""
@@ -106,10 +164,12 @@ def race(
     max_seeds: int,
     prior: str,
     level: float,
+    noise: Noise,
+    names: list[str],
 ) -> tuple[bool, float, bool, int]:
     """(truly best out, share of the full grid's runs used, best picked, configs not out)."""
-    world = World(rng, mu, n_images, max_seeds)
-    s2_true = SEED_SD**2 + RUN_IMAGE_SD**2 / n_images
+    world = World(rng, mu, n_images, max_seeds, noise, names)
+    s2_true = noise.seed_sd**2 + noise.run_image_sd**2 / n_images
     if prior == "earlier runs":
         p = SeedVariance(s2_true * rng.chisquare(PRIOR_DF) / PRIOR_DF, PRIOR_DF, "earlier runs")
     elif prior == "WRONG: images only":
@@ -118,11 +178,11 @@ def race(
         p = None
     prev, runs = None, 0
     for r in range(1, max_seeds + 1):
-        alive = NAMES if prev is None else prev.to_train()
+        alive = names if prev is None else prev.to_train()
         runs += len(alive)
         kept = {} if prev is None else {d.config: d.n_seeds for d in prev.decisions}
         values = {
-            n: world.value[world.index[n], : r if n in alive else kept[n]].tolist() for n in NAMES
+            n: world.value[world.index[n], : r if n in alive else kept[n]].tolist() for n in names
         }
         prev = decide_round(
             values, world.image_var, prev, max_seeds=max_seeds, level=level, prior=p
@@ -130,9 +190,9 @@ def race(
         if prev.finished:
             break
     assert prev is not None
-    top = NAMES[int(mu.argmax())]
+    top = names[int(mu.argmax())]
     left = sum(d.status != OUT for d in prev.decisions)
-    return prev.decision(top).status == OUT, runs / (len(NAMES) * max_seeds), prev.best == top, left
+    return prev.decision(top).status == OUT, runs / (len(names) * max_seeds), prev.best == top, left
 
 
 def main() -> None:
@@ -140,23 +200,36 @@ def main() -> None:
     ap.add_argument("--races", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--level", type=float, default=0.05)
-    ap.add_argument("--images", type=int, default=N_IMAGES, help="validation images")
+    ap.add_argument("--images", type=int, default=None, help="validation images")
+    ap.add_argument("--from", dest="csv", help="fit means and noise to this grid's runs.csv")
     args = ap.parse_args()
+    names, scenarios, noise, n_images = NAMES, SCENARIOS, Noise(), N_IMAGES
+    if args.csv:
+        names, mu, params = fit(args.csv)
+        print(f"fitted to {args.csv}: " + ", ".join(f"{k} {v:.4g}" for k, v in params.items()))
+        for name, m in zip(names, mu):
+            print(f"  {name}: {m:.4f}")
+        noise = Noise(params["SEED_SD"], params["RUN_IMAGE_SD"], params["CONFIG_IMAGE_SD"])
+        n_images = int(params["N_IMAGES"])
+        cluster = np.r_[mu.max(), mu.max() - 1e-4, np.full(len(mu) - 2, mu.min())]
+        scenarios = {"grid": mu, "cluster": cluster}
+    n_images = args.images or n_images
     print(f"{args.races} races per row, level {args.level}")
     priors = ("none", "earlier runs")
     rows = {
         "grid": [(k, p) for p in priors for k in (3, 4, 5)] + [(5, "WRONG: images only")],
         "cluster": [(5, p) for p in (*priors, "WRONG: images only")],
     }
-    for scenario, mu in SCENARIOS.items():
-        print(f"\n{scenario}: {derived(mu, args.images)}\n")
+    for scenario, mu in scenarios.items():
+        print(f"\n{scenario}: {derived(mu, n_images, noise)}\n")
         head = f"{'max seeds':>9} | {'seed-variance prior':<20} | {'best out':>11} | "
         print(head + f"{'runs used':>9} | {'best picked':>11} | {'left at end':>11} | {'s':>5}")
         print("-" * (len(head) + 46))
         for k, prior in rows[scenario]:
             t0 = time.perf_counter()
             rng = np.random.default_rng([args.seed, k, len(prior), len(scenario)])
-            res = [race(rng, mu, args.images, k, prior, args.level) for _ in range(args.races)]
+            res = [race(rng, mu, n_images, k, prior, args.level, noise, names)
+                   for _ in range(args.races)]  # fmt: skip
             out, used, picked, left = (np.mean([r[i] for r in res]) for i in range(4))
             se = math.sqrt(max(out * (1 - out), 1e-12) / args.races)
             print(
@@ -164,7 +237,8 @@ def main() -> None:
                 f"{picked:>11.1%} | {left:>11.1f} | {time.perf_counter() - t0:>5.1f}"
             )
     print("\nbest out: the truly best config ends 'out' (± its standard error); runs used: of the")
-    print("full grid's 20 x max-seeds runs; left at end: configs not out (best, tied, at the cap)")
+    print("full grid's configs x max-seeds runs; left at end: configs not out (best, tied, at the")
+    print("cap)")
 
 
 if __name__ == "__main__":

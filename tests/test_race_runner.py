@@ -6,6 +6,7 @@ trained twice."""
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 from rich.console import Console
 
 from focalbench.cli import main
+from focalbench.config import to_yaml
 from focalbench.metrics.evaluate import detection_set
 from focalbench.metrics.resample import ResampledMetrics
 from focalbench.results.store import append_row, read_rows
@@ -23,7 +25,7 @@ from tests.conftest import TINY
 from tests.metrics.synthetic_runs import detections, ground_truth
 
 # miss rate of each loss's "detector": focal and qfl close, bce far worse
-QUALITY = {"focal": 0.20, "qfl": 0.23, "bce": 0.75}
+QUALITY = {"focal": 0.20, "qfl": 0.23, "bce": 0.75, "ce": 0.5, "softmax_focal": 0.5}
 GRID = [*TINY, "loss=focal,bce,qfl"]
 
 
@@ -46,6 +48,7 @@ class FakeRunner:
             folder.mkdir(parents=True, exist_ok=True)
             (folder / "detections.json").write_text(json.dumps(dets))
             (folder / "metrics.json").write_text(json.dumps({"val_ann": str(self.gt_path)}))
+            (folder / "config.yaml").write_text(to_yaml(cfg))
             full = ResampledMetrics(detection_set(self.gt, dets), ["mAP"]).full()
             row = {"run_id": job.run_id, "status": "ok", "loss": cfg.loss.name, "seed": cfg.seed}
             append_row(Path(cfg.results_dir) / "runs.csv", {**row, "mAP": full["mAP"],
@@ -98,6 +101,40 @@ def test_a_stopped_race_resumes_to_the_same_decisions(tmp_path, gt_path, monkeyp
     assert resumed[resumed.index("race on mAP") :] == whole[whole.index("race on mAP") :]
     ids = [r["run_id"] for r in read_rows(tmp_path / "cut" / "runs.csv")]
     assert len(ids) == len(set(ids)) == len(cut.ran) + len(again.ran)  # nothing ran twice
+
+
+def test_earlier_runs_of_other_losses_give_a_prior_and_round_1_decides(
+    tmp_path, gt_path, monkeypatch
+):
+    """Earlier ok runs of the same budget but another loss (3 seeds of ce and softmax_focal) pool
+    into a prior seed variance, so bce can leave at round 1; the race's own runs and other
+    budgets do not count, and race.csv records the decisions for the leaderboard."""
+    results = tmp_path / "p"
+    earlier = FakeRunner(gt_path)
+    for overrides in ([*TINY, "loss=ce,softmax_focal", "seed=0,1,2"],
+                      [*TINY, "loss=ce", "train.lr=0.5", "seed=0,1"]):  # fmt: skip
+        plan = race.mark_states(race.Plan("earlier", [
+            race.Job(o, race.resolved(race.compose([*o, f"results_dir={results}"])))
+            for o in race.expand_grid(overrides)]))  # fmt: skip
+        earlier(plan)
+    values = {}
+    for row in read_rows(results / "runs.csv"):
+        if row["run_id"] in earlier.ran[:6]:
+            values.setdefault(row["loss"], []).append(float(row["mAP"]))
+    want = sum(sum((v - np.mean(x)) ** 2 for v in x) for x in values.values()) / 4
+    racers = race.make_racers([*GRID, f"results_dir={results}"], 3, "r")
+    prior = race.earlier_seed_variance(racers, results / "runs.csv", "mAP")
+    assert prior is not None and prior.df == 4 and prior.value == pytest.approx(want)
+    assert "2 other-loss configs" in prior.source  # lr 0.5 is another budget: left out
+
+    runner = FakeRunner(gt_path)
+    code, text = _race(results, runner, monkeypatch, max_seeds=3)
+    assert code == 0 and "prior seed variance from earlier runs" in text
+    round_1 = next(line for line in text.splitlines() if line.startswith("round 1:"))
+    assert "out: loss=bce" in round_1, round_1
+    rows = {r["config"]: r for r in csv.DictReader(open(next(results.glob("sweeps/*/race.csv"))))}
+    assert rows["loss=bce"]["status"] == "out" and rows["loss=bce"]["round"] == "1"
+    assert rows["loss=bce"]["config_id"] == racers[1].seeds[0].config_id
 
 
 @pytest.mark.parametrize(

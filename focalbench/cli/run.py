@@ -43,6 +43,9 @@ def train(
             "--force re-runs it"
         )
         return
+    if result.status == "pruned":  # the search's pruner stopped it: a decision, not a failure
+        out.print(f"{result.run_id}: {result.error} (run folder {result.run_dir})")
+        return
     if result.status != "ok":
         err.print(f"{result.run_id}: {result.status}: {result.error} (run folder {result.run_dir})")
         raise typer.Exit(1)

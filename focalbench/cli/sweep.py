@@ -66,6 +66,14 @@ def sweep(
         typer.Option(help="--search: metric to optimize; twice for a Pareto front (mAP, laece0)."),
     ] = None,
     search_seed: Annotated[int, typer.Option(help="--search: the sampler's seed.")] = 0,
+    prune: Annotated[
+        str | None,
+        typer.Option(
+            help="--search: stop bad trials early, judged after each epoch on the mAP of the "
+            "first prune.images validation images: median, percentile, halving or hyperband "
+            "(Optuna's pruners). A pruned trial's run ends `pruned`: final, not a failure."
+        ),
+    ] = None,
     race: Annotated[
         bool,
         typer.Option(
@@ -92,7 +100,7 @@ def sweep(
         overrides or [], jobs=jobs, gpus=gpus, jobs_per_gpu=jobs_per_gpu, launcher=launcher,
         sweep_id=sweep_id, dry_run=dry_run, force=force, retry_failed=retry_failed,
         pending_warn_min=pending_warn_min, search=search, trials=trials,
-        objectives=objective or ["mAP"], search_seed=search_seed, race=race,
+        objectives=objective or ["mAP"], search_seed=search_seed, prune=prune, race=race,
         max_seeds=max_seeds, metric=metric, level=level, margin=margin, console=out,
     )  # fmt: skip
     raise typer.Exit(code)

@@ -4,7 +4,7 @@ dataclasses once. Code below the entry points sees only `RunConfig`.
 Which file owns what:
 - groups.py    the conf/ tree (CONFIG_MODULE, group_options, search_grid); range/choice checks
 - models.py    ModelCfg, RetinaNetCfg, DetrCfg, MODEL_CFGS, weights_kind
-- schema.py    LossCfg, MatcherCfg, DataCfg, TrainCfg, WandbCfg and RunConfig
+- schema.py    LossCfg, MatcherCfg, DataCfg, TrainCfg, WandbCfg, PruneCfg and RunConfig
 - identity.py  run id, config id, and the first schema's ids (legacy)
 - resolve.py   words that stand for data-dependent values (loss.alpha=inverse_freq)
 - compose.py   Hydra -> RunConfig (compose, from_dictconfig, from_container), config.yaml
@@ -51,9 +51,11 @@ from focalbench.config.schema import (
     DIFFICULTIES,
     EXECUTION_OPTIONS,
     LOSS_PARAMS,
+    PRUNERS,
     DataCfg,
     LossCfg,
     MatcherCfg,
+    PruneCfg,
     RunConfig,
     TrainCfg,
     WandbCfg,
@@ -71,11 +73,13 @@ __all__ = [
     "MODEL_CFGS",
     "NORMS",
     "PER_CLASS_ALPHA_LOSSES",
+    "PRUNERS",
     "DataCfg",
     "DetrCfg",
     "LossCfg",
     "MatcherCfg",
     "ModelCfg",
+    "PruneCfg",
     "RetinaNetCfg",
     "RunConfig",
     "TrainCfg",

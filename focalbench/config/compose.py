@@ -11,7 +11,15 @@ from typing import Any
 
 from focalbench.config.groups import CONFIG_MODULE, GROUPS, group_options
 from focalbench.config.models import MODEL_CFGS, ModelCfg
-from focalbench.config.schema import DataCfg, LossCfg, MatcherCfg, RunConfig, TrainCfg, WandbCfg
+from focalbench.config.schema import (
+    DataCfg,
+    LossCfg,
+    MatcherCfg,
+    PruneCfg,
+    RunConfig,
+    TrainCfg,
+    WandbCfg,
+)
 from focalbench.errors import InputError
 
 
@@ -65,7 +73,7 @@ def from_container(cfg: dict[str, Any]) -> RunConfig:
     """RunConfig from the resolved container of a composed Hydra config."""
     cfg = {k: v for k, v in cfg.items() if k != "hydra"}
     top = {"seed", "results_dir", "sweep_id", "job_name"}
-    known = top | {"model", "loss", "matcher", "data", "train", "logger"}
+    known = top | {"model", "loss", "matcher", "data", "train", "logger", "prune"}
     unknown = sorted(set(cfg) - known)
     if unknown:
         raise InputError(f"unknown option {unknown[0]!r}; valid top-level options: {sorted(known)}")
@@ -80,6 +88,7 @@ def from_container(cfg: dict[str, Any]) -> RunConfig:
         data=_build(DataCfg, _data_section(cfg.get("data")), "data"),
         train=_build(TrainCfg, cfg.get("train"), "train"),
         wandb=_build(WandbCfg, logger.get("wandb"), "logger.wandb"),
+        prune=_build(PruneCfg, cfg.get("prune"), "prune"),
         seed=seed,
         results_dir=str(cfg.get("results_dir") or "results"),
         sweep_id=_name(cfg.get("sweep_id"), "sweep_id"),
@@ -164,6 +173,7 @@ _SECTIONS = {
     "matcher": MatcherCfg,
     "data": DataCfg,
     "train": TrainCfg,
+    "prune": PruneCfg,
 }
 
 

@@ -1,7 +1,7 @@
 """The schema of every config group but the model's (config/models.py): one frozen dataclass per
-group (LossCfg, MatcherCfg, DataCfg, TrainCfg, WandbCfg) and RunConfig, which holds them and knows
-its science config, run id and config id. Every range check lives in a `__post_init__` and raises
-InputError naming the option, the value and the valid choices.
+group (LossCfg, MatcherCfg, DataCfg, TrainCfg, WandbCfg, PruneCfg) and RunConfig, which holds them
+and knows its science config, run id and config id. Every range check lives in a `__post_init__`
+and raises InputError naming the option, the value and the valid choices.
 """
 
 from __future__ import annotations
@@ -257,6 +257,41 @@ class WandbCfg:
         check_choice("logger.wandb.mode", self.mode, ("auto", "online", "offline", "disabled"))
 
 
+# the pruners of `focalbench sweep --search tpe --prune NAME` (engine/prune.py builds them; a test
+# keeps the two lists equal). Optuna's wilcoxon pruner is left out: it compares per-instance values
+# of one step, and a run's per-epoch values are not independent instances
+PRUNERS = ("median", "percentile", "halving", "hyperband")
+
+
+@dataclass(frozen=True)
+class PruneCfg:
+    """Early stopping of a search's trial (engine/prune.py): after each epoch but the last, the mAP
+    on the first `images` validation images is reported to the Optuna trial, which may stop the run
+    (status `pruned`). Set by `focalbench sweep --search tpe --prune NAME`, never by hand; off
+    (pruner null) it costs nothing. How a run executes, not what it computes: not in the run id."""
+
+    pruner: str | None = None  # one of PRUNERS; null: no per-epoch evaluation
+    study: str | None = None  # the Optuna study's name
+    storage: str | None = None  # its RDB URL, sqlite:///<results>/optuna/<study>.db
+    trial: int | None = None  # the trial's id in the storage (not its number)
+    images: int = 40  # the fixed validation subset judged every epoch
+    startup: int = 1  # trials that must complete before any is pruned (median, percentile)
+    warmup: int = 1  # the first epochs, never judged (halving, hyperband: at least 1)
+
+    def __post_init__(self) -> None:
+        if self.pruner is None:
+            return
+        check_choice("prune.pruner", self.pruner, PRUNERS)
+        for option in ("study", "storage", "trial"):
+            if getattr(self, option) is None:
+                raise InputError(
+                    f"prune.pruner={self.pruner} needs prune.{option} (--prune sets it)"
+                )
+        check_range("prune.images", self.images, 1)
+        check_range("prune.startup", self.startup, 0)
+        check_range("prune.warmup", self.warmup, 0)
+
+
 @dataclass(frozen=True)
 class RunConfig:
     model: ModelCfg = field(default_factory=RetinaNetCfg)  # a RetinaNetCfg or a DetrCfg
@@ -265,6 +300,7 @@ class RunConfig:
     data: DataCfg = field(default_factory=DataCfg)
     train: TrainCfg = field(default_factory=TrainCfg)
     wandb: WandbCfg = field(default_factory=WandbCfg)
+    prune: PruneCfg = field(default_factory=PruneCfg)  # not in science(): execution only
     seed: int = 0
     results_dir: str = "results"
     sweep_id: str | None = None
@@ -281,8 +317,8 @@ class RunConfig:
 
     def science(self) -> dict[str, Any]:
         """The config that decides the numbers: what the run id hashes. Paths, logging, device,
-        compilation and progress settings are left out, so moving a results folder or switching
-        W&B or torch.compile on keeps the id."""
+        compilation, progress and pruning settings are left out, so moving a results folder or
+        switching W&B, torch.compile or a search's pruner on keeps the id."""
         return self._science(self.model.science())
 
     def _science(self, model: dict[str, Any]) -> dict[str, Any]:

@@ -1,8 +1,9 @@
 """One job end to end: data -> model -> fit -> evaluate -> run folder -> CSV row -> W&B.
 
 Bad input (InputError) stops before anything is recorded. Once training starts, every attempt ends
-in exactly one CSV row: ok, diverged (non-finite loss/gradient), failed (any other exception, with
-the error), or interrupted (Ctrl-C / SIGTERM; the next attempt resumes from the last checkpoint).
+in exactly one CSV row: ok, diverged (non-finite loss/gradient), pruned (a search's pruner stopped
+it after an epoch: engine/prune.py), failed (any other exception, with the error), or interrupted
+(Ctrl-C / SIGTERM; the next attempt resumes from the last checkpoint).
 Only a kill (SIGKILL, power loss) leaves no row; the next attempt resumes just the same.
 """
 
@@ -27,6 +28,7 @@ from focalbench.engine.checkpoint import Checkpointer
 from focalbench.engine.datasets import build_datasets
 from focalbench.engine.dist import Dist, setup_dist, wrap
 from focalbench.engine.predict import evaluate
+from focalbench.engine.prune import Pruned, epoch_judge
 from focalbench.engine.record import METRIC_COLUMNS, base_row, record
 from focalbench.engine.resolve import resolve_words
 from focalbench.engine.train import Diverged, fit, to_device
@@ -39,7 +41,7 @@ from focalbench.utils import sigterm_as_interrupt
 @dataclass
 class RunResult:
     run_id: str
-    status: str  # ok | failed | diverged | interrupted | skipped
+    status: str  # ok | failed | diverged | pruned | interrupted | skipped
     run_dir: Path | None
     metrics: dict[str, Any]
     error: str = ""
@@ -117,6 +119,8 @@ def _attempt(cfg: RunConfig, rdir: Path, force: bool, say) -> RunResult:
         row.update(status="ok", **{k: metrics.get(k) for k in METRIC_COLUMNS})
     except Diverged as exc:
         row.update(status="diverged", error=str(exc))
+    except Pruned as exc:  # the search's pruner stopped it: final for the search, no metrics
+        row.update(status="pruned", error=str(exc))
     except KeyboardInterrupt:
         row.update(
             status="interrupted", error="interrupted (resume by running the same command again)"
@@ -131,7 +135,7 @@ def _attempt(cfg: RunConfig, rdir: Path, force: bool, say) -> RunResult:
             row["wall_s"] = round(time.perf_counter() - t0, 1)
             record(rdir, Path(cfg.results_dir) / "runs.csv", row)
         if "status" in row:
-            logger.finish(0 if row["status"] == "ok" else 1)
+            logger.finish(0 if row["status"] in ("ok", "pruned") else 1)
         if dist.world > 1 and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
     return RunResult(cfg.run_id, row["status"], rdir, metrics, row.get("error", ""))
@@ -141,6 +145,11 @@ def _prepare(cfg: RunConfig, rdir: Path, force: bool):
     """Process group, datasets, model and run folder; raises InputError for bad input, before
     anything is recorded. Returns (dist, train_ds, val_ds, model)."""
     dist = setup_dist(cfg.train.device)
+    if cfg.prune.pruner is not None and dist.world > 1:
+        raise InputError(
+            f"prune.pruner={cfg.prune.pruner} judges a run in one process; a search runs its "
+            f"trials in the local pool, not under torchrun ({dist.world} processes)"
+        )
     if cfg.train.batch_size % dist.world:
         raise InputError(
             f"train.batch_size={cfg.train.batch_size} (the global batch) must be divisible by "
@@ -199,8 +208,10 @@ def _train_and_evaluate(
     old_checkpoints = () if force else _first_schema_checkpoints(cfg, rdir)
     checkpointer = Checkpointer(rdir / "checkpoint.pt", cfg.run_id, cfg.run_ids, old_checkpoints)
     trained = wrap(model, dist)
+    judge = epoch_judge(cfg.prune, cfg.train.epochs, model, val_ds, cfg.data.image_size,
+                        cfg.train.eval_batch_size, device)  # fmt: skip
     fit_info = fit(trained, train_loader, cfg.train, device, checkpointer,
-                   rdir / "train_log.csv", on_epoch, dist.is_main, say)  # fmt: skip
+                   rdir / "train_log.csv", on_epoch, dist.is_main, say, judge)  # fmt: skip
     if not dist.is_main:  # rank 0 evaluates on the whole validation set; the others are done
         dist.barrier()
         return {}

@@ -229,12 +229,15 @@ def fit(
     on_epoch: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     is_main: bool = True,
     say: Callable[[str], object] | None = None,
+    after_epoch: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Train `model` for train_cfg.epochs, resuming from the checkpoint the checkpointer finds.
 
     Returns {"imgs_per_s", "first_step_at", "epochs_run", "resumed_from"}. Raises Diverged.
     on_epoch(row) is called after each epoch with its train_log row and returns extra columns (the
-    detector's audit, the same keys every epoch) before the row is written. Under DDP `model` is the
+    detector's audit, the same keys every epoch) before the row is written. after_epoch(epoch)
+    (1-based) is called once the epoch's row and checkpoint are written; it may raise to stop the
+    training there (engine/prune.py's judge raises Pruned). Under DDP `model` is the
     DistributedDataParallel wrapper, and only the main rank writes files.
     """
     training = Training.build(model, train_cfg, len(loader), device)
@@ -264,6 +267,8 @@ def fit(
             if is_main:
                 append_log(log_path, row)
                 checkpointer.save(epoch + 1, training.state_dict(model))
+            if after_epoch is not None:
+                after_epoch(epoch + 1)
     return {
         "imgs_per_s": images_seen / train_time if train_time else None,
         "first_step_at": first_step_at,

@@ -25,6 +25,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.table import Table
 
 from focalbench.config import RunConfig
@@ -213,8 +214,9 @@ def _aggregate(members: list[dict[str, str]]) -> dict[str, Any]:
 # --- output ---------------------------------------------------------------------------------------
 
 
-def _cell(board: Board, e: dict[str, Any], m: str) -> str:
-    """'0.312 ± 0.010'; a bare mean when n<2; '–' if missing; '(n=2)' if some runs lack it."""
+def _cell(board: Board, e: dict[str, Any], m: str, compact: bool = False) -> str:
+    """'0.312 ± 0.010' ('0.312±0.010' compact); a bare mean when n<2; '–' if missing; '(n=2)' if
+    some runs lack it."""
     digits = 1 if m in _COARSE else 3
     if board.by_seed:
         x = e[m]
@@ -222,7 +224,8 @@ def _cell(board: Board, e: dict[str, Any], m: str) -> str:
     mean, std, n = e[f"{m}_mean"], e[f"{m}_std"], e[f"{m}_n"]
     if math.isnan(mean):
         return "–"
-    text = f"{mean:.{digits}f}" if math.isnan(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+    pm = "±" if compact else " ± "
+    text = f"{mean:.{digits}f}" if math.isnan(std) else f"{mean:.{digits}f}{pm}{std:.{digits}f}"
     return text if n == e["n"] else f"{text} (n={n})"
 
 
@@ -285,12 +288,13 @@ def _shown_metrics(board: Board, metrics: Sequence[str] | None = None) -> list[s
 
 
 def _row_cells(
-    board: Board, e: dict[str, Any], varying: list[str], metrics: list[str]
+    board: Board, e: dict[str, Any], varying: list[str], metrics: list[str], compact: bool = False
 ) -> list[str]:
     config = [e[k] if e[k] != "" else "off" if k == "alpha" else "–" for k in varying]
     ident = [e["seed"], e["run_id"]] if board.by_seed else []
-    tail = [] if board.by_seed else [str(e["n"])]
-    cells = [_cell(board, e, m) for m in metrics]
+    # a config that left a race (view.race_marks) has its mark beside its seed count
+    tail = [] if board.by_seed else [" ".join(filter(None, [str(e["n"]), e.get("race_mark")]))]
+    cells = [_cell(board, e, m, compact) for m in metrics]
     mark = "≈" if e.get("vs_best") == WITHIN_NOISE else e.get("vs_best", "")
     return [*config, *ident, *_with_mark(board, metrics, cells, mark), *tail]
 
@@ -316,24 +320,37 @@ def _notes(board: Board, constant: dict[str, str]) -> tuple[str, str]:
     return title, f"{how}; sorted by {board.sort}" + (f"; excluded: {excluded}" if excluded else "")
 
 
-def to_rich_table(board: Board, metrics: Sequence[str] | None = None) -> Table:
-    """Constant config columns go to the title; the caption counts failed/diverged/interrupted,
-    then board.notes. Shows TABLE_METRICS (plus the sort key) unless `metrics` names others."""
-    varying, constant = _split_config(board)
+def table_metrics(board: Board, metrics: Sequence[str] | None = None) -> list[str]:
+    """The metrics to_rich_table shows: `metrics`, else TABLE_METRICS (plus the sort key)."""
     default = TABLE_METRICS if board.sort in TABLE_METRICS else (board.sort, *TABLE_METRICS)
-    metrics = _shown_metrics(board, metrics or default)
+    return _shown_metrics(board, metrics or default)
+
+
+def to_rich_table(
+    board: Board, metrics: Sequence[str] | None = None, compact: bool = False
+) -> Table:
+    """Constant config columns go to the title; the caption counts failed/diverged/interrupted,
+    then board.notes. Shows table_metrics(board, metrics). Number columns never wrap (the config
+    columns give way). compact, for a narrow terminal (view.fitted_table): no vertical rules,
+    'mean±std', dotted keys by their last part (train.lr -> lr) where no two end alike."""
+    varying, constant = _split_config(board)
+    metrics = table_metrics(board, metrics)
     title, caption = _notes(board, constant)
-    table = Table(title=title or None, caption="\n".join([caption, *board.notes]))
-    for h in _headers(board, varying, metrics):
-        bold = h.split(" ")[0] == board.sort
+    kind = {"box": box.SIMPLE_HEAD, "show_edge": False, "pad_edge": False, "collapse_padding": True}
+    table = Table(
+        title=title or None, caption="\n".join([caption, *board.notes]), **(kind if compact else {})
+    )
+    headers = _headers(board, varying, metrics)
+    short = [h.rsplit(".", 1)[-1] for h in headers]
+    for h, s in zip(headers, short):
         table.add_column(
-            h,
+            s if compact and short.count(s) == 1 else h,
             justify="left" if _left(board, h) else "right",
-            style="bold" if bold else None,
-            no_wrap=bold,
+            style="bold" if h.split(" ")[0] == board.sort else None,
+            no_wrap=not _left(board, h),
         )
     for e in board.entries:
-        table.add_row(*_row_cells(board, e, varying, metrics))
+        table.add_row(*_row_cells(board, e, varying, metrics, compact))
     return table
 
 

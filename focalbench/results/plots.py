@@ -2,7 +2,9 @@
 
 On a board with noise marks (noise.mark), the best config and those within noise of it are marked
 in both: a heatmap cell of the sort metric gets "best" or "≈" under its value; in the scatter the
-best is ringed by a star, each config within noise by a circle.
+best is ringed by a star, each config within noise by a circle. The marks compare with the best of
+the board plotted (with --where loss=focal: the best focal config, not the leaderboard's best),
+so each figure names that config and its value.
 
 Drawn from a grouped Board (schema.py); leaderboard.plot regroups a by_seed one. Imported lazily
 (by leaderboard.plot), so matplotlib never slows `--help` or the table output.
@@ -17,11 +19,21 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.text import Annotation
+from matplotlib.transforms import Bbox
 
 from focalbench.errors import InputError
-from focalbench.results.schema import BEST, LOWER_IS_BETTER, METRICS, WITHIN_NOISE, Board
+from focalbench.results.schema import (
+    BEST,
+    CONFIG_KEYS,
+    LOWER_IS_BETTER,
+    METRICS,
+    WITHIN_NOISE,
+    Board,
+)
 
 _OFF = "off"  # alpha left empty: no alpha-balancing
 
@@ -64,7 +76,7 @@ def plot(board: Board, path: str | Path, metric: str = "mAP") -> list[Path]:
     # the marks are about the sort metric: a heatmap of another metric goes without them
     marked = metric == board.sort
     _heatmaps(entries, _panel_keys(board), metric, marked).savefig(path, dpi=120)
-    _scatter(entries, board.extra_keys, board.sort).savefig(scatter_path, dpi=120)
+    _scatter(entries, board.config_keys, board.sort).savefig(scatter_path, dpi=120)
     return [path, scatter_path]
 
 
@@ -81,6 +93,15 @@ def _panel_keys(board: Board) -> list[str]:
 
 
 _MARK_TEXT = {BEST: "best", WITHIN_NOISE: "≈"}
+
+
+def _reference(entries: list[dict[str, Any]], keys: list[str], sort: str) -> str:
+    """The config the marks compare with (the one marked best), by the `keys` that vary among the
+    entries (alpha and gamma always), and its mean in `sort`: 'alpha=0.25 gamma=1 (0.357)'."""
+    best = next(e for e in entries if e.get("vs_best") == BEST)
+    named = [k for k in keys if k in ("alpha", "gamma") or len({e[k] for e in entries}) > 1]
+    name = " ".join(f"{k}={best[k] or _OFF}" for k in named if best[k] or k == "alpha")
+    return f"{name} ({best[f'{sort}_mean']:.3f})"
 
 
 def _heatmaps(entries: list[dict[str, Any]], keys: list[str], metric: str, marked: bool) -> Figure:
@@ -126,20 +147,29 @@ def _heatmaps(entries: list[dict[str, Any]], keys: list[str], metric: str, marke
     if image is not None:
         arrow = "lower is better" if metric in LOWER_IS_BETTER else "higher is better"
         fig.colorbar(image, ax=list(axes), label=f"{metric} ({arrow})", shrink=0.9)
-    noise = "; ≈: within noise of the best (95% paired bootstrap)" if marks else ""
-    fig.suptitle(f"{metric}, mean over seeds{noise}", fontsize=10)
+    title = f"{metric}, mean over seeds"
+    if _MARK_TEXT[BEST] in marks.values():  # the best plotted, maybe not the leaderboard's
+        ref = _reference(entries, [*keys, "alpha", "gamma"], metric)
+        note = [f"≈: within noise of {ref},", "the best config plotted (95% paired bootstrap)"]
+        # ~15 characters of 9-point text an inch: a narrow figure (one panel) gets two lines
+        wide = len(" ".join(note)) <= 15 * fig.get_figwidth()
+        title += "\n" + (" " if wide else "\n").join(note)
+    fig.suptitle(title, fontsize=9)
     return fig
 
 
-def _scatter(entries: list[dict[str, Any]], extra_keys: list[str], sort: str) -> Figure:
+def _scatter(entries: list[dict[str, Any]], config_keys: list[str], sort: str) -> Figure:
     """One marker per config at (LaECE0, mAP) with error bars of ± the sample std over seeds
-    (none with one seed); colour = loss. With noise marks: a star around the best, a circle
-    around each config within noise of it (in the sort metric)."""
+    (none with one seed); colour = loss; labels placed so that none overlaps another
+    (_place_labels). With noise marks: a star around the best, a circle around each config
+    within noise of it (in the sort metric)."""
     fig = Figure(figsize=(7.5, 4.5), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.subplots()
     losses = sorted({e["loss"] for e in entries})
     matchers = {e.get("matcher", "") for e in entries}
+    extra_keys = [k for k in config_keys if k not in CONFIG_KEYS]  # flat science keys (train.lr)
+    labels: list[Annotation] = []
     # an extra key (train.lr=0.01, model.box_head=dfl) is named only where it is not the usual value
     usual = {k: Counter(e[k] for e in entries).most_common(1)[0][0] for k in extra_keys}
     colours = {loss: f"C{i % 10}" for i, loss in enumerate(losses)}
@@ -154,7 +184,7 @@ def _scatter(entries: list[dict[str, Any]], extra_keys: list[str], sort: str) ->
         )
         if len(entries) <= 30:  # labels stay readable only for small grids
             for e, x, y in zip(group, xs, ys):
-                ax.annotate(
+                label = ax.annotate(
                     " ".join(
                         [f"a={e['alpha'] or _OFF}"]
                         + ([f"g={e['gamma']}"] if e["gamma"] else [])  # bce has no gamma
@@ -166,6 +196,8 @@ def _scatter(entries: list[dict[str, Any]], extra_keys: list[str], sort: str) ->
                     textcoords="offset points",
                     xytext=(4, 4),
                 )
+                label.set_in_layout(False)  # so the layout stays put while _place_labels moves it
+                labels.append(label)
     for mark, marker, size in ((BEST, "*", 320), (WITHIN_NOISE, "o", 160)):
         ring = [e for e in entries if e.get("vs_best") == mark]
         if ring:
@@ -183,11 +215,65 @@ def _scatter(entries: list[dict[str, Any]], extra_keys: list[str], sort: str) ->
     ax.set_xlabel("LaECE0 (lower is better), error bar: ± std over seeds")
     ax.set_ylabel("mAP (higher is better), error bar: ± std over seeds")
     title = "mAP vs LaECE0, one marker per config (mean ± sample std over seeds)"
-    if any("vs_best" in e for e in entries):
+    if any(e.get("vs_best") == BEST for e in entries):
         title += (
-            f"\nwithin noise: the 95% paired bootstrap interval of best − config in {sort} holds 0"
+            f"\nbest by {sort}: {_reference(entries, config_keys, sort)}; within noise of it: "
+            f"\nthe 95% paired bootstrap interval of best − config in {sort} holds 0"
         )
     ax.set_title(title, fontsize=8)
     ax.legend(title="loss", fontsize=8, markerscale=0.6, loc="upper left", bbox_to_anchor=(1.01, 1))
     ax.grid(alpha=0.3)
+    _place_labels(fig, ax, labels)
     return fig
+
+
+# Where a label may go around its point: (offset in points, ha, va), nearest first; each ring
+# tries the four corners, then above, below, right and left.
+_SPOTS = [
+    spot
+    for r in (4, 11, 18)
+    for spot in (
+        ((r, r), "left", "bottom"), ((r, -r), "left", "top"), ((-r, r), "right", "bottom"),
+        ((-r, -r), "right", "top"), ((0, r + 2), "center", "bottom"),
+        ((0, -r - 2), "center", "top"), ((r + 2, 0), "left", "center"),
+        ((-r - 2, 0), "right", "center"),
+    )
+]  # fmt: skip
+
+
+def _place_labels(fig: Figure, ax: Axes, labels: list[Annotation]) -> None:
+    """Greedy, in drawing order: each label takes the first of _SPOTS where its box overlaps no
+    label placed before it, no marker and stays inside the axes; where no spot is free, the one
+    with the least overlap with the labels (then with the rest). In display coordinates, after
+    one draw has settled the layout (the labels are out of it, so it does not move again)."""
+    if not labels:
+        return
+    fig.draw_without_rendering()
+    renderer = fig.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    r = 3 * fig.dpi / 72  # a marker's radius: 6 points across
+    points = ax.transData.transform([label.xy for label in labels])
+    markers = [Bbox.from_extents(x - r, y - r, x + r, y + r) for x, y in points]
+    placed: list[Bbox] = []
+    for label in labels:
+        scores = []
+        for offset, ha, va in _SPOTS:
+            label.set(ha=ha, va=va)
+            label.xyann = offset
+            box = label.get_window_extent(renderer).padded(1)
+            inside = frame.contains(box.x0, box.y0) and frame.contains(box.x1, box.y1)
+            outside = 0.0 if inside else box.width * box.height - _area(box, frame)
+            rest = sum(_area(box, m) for m in markers) + outside
+            scores.append((sum(_area(box, b) for b in placed), rest))
+            if scores[-1] == (0.0, 0.0):
+                break
+        offset, ha, va = _SPOTS[scores.index(min(scores))]
+        label.set(ha=ha, va=va)
+        label.xyann = offset
+        placed.append(label.get_window_extent(renderer).padded(1))
+
+
+def _area(a: Bbox, b: Bbox) -> float:
+    """The area two boxes share."""
+    w, h = min(a.x1, b.x1) - max(a.x0, b.x0), min(a.y1, b.y1) - max(a.y0, b.y0)
+    return max(w, 0.0) * max(h, 0.0)

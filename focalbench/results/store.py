@@ -35,7 +35,9 @@ CSV_COLUMNS = (
 # read (config_id empty; the leaderboard recomputes it from the run folder), and rewritten once in
 # today's columns by the next append_row so that new rows line up with the header
 LEGACY_COLUMNS = tuple(c for c in CSV_COLUMNS if c != "config_id")
-STATUSES = ("ok", "failed", "diverged", "interrupted")
+# pruned: a search's pruner stopped the run after an epoch (engine/prune.py); final for the search,
+# kept like a failed run by a grid (--retry-failed re-runs it), never ranked
+STATUSES = ("ok", "failed", "diverged", "pruned", "interrupted")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=,+-]{0,127}$")
 
 

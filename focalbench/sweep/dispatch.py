@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from focalbench.config import PRUNERS
 from focalbench.errors import InputError
 from focalbench.sweep.grid import run_hydra_launcher, run_sweep
 from focalbench.sweep.race import DEFAULT_MAX_SEEDS, run_race
@@ -38,6 +39,7 @@ def sweep(
     trials: int = 16,
     objectives: Sequence[str] = ("mAP",),
     search_seed: int = 0,
+    prune: str | None = None,
     race: bool = False,
     max_seeds: int = DEFAULT_MAX_SEEDS,
     metric: str = "mAP",
@@ -48,6 +50,7 @@ def sweep(
     """Run the sweep the options describe; returns the exit code (1 if a job did not end ok)."""
     overrides = list(overrides)
     gpu_ids = parse_gpus(gpus)
+    _check_prune(prune, search, race)
     if race:
         if search is not None or any(is_search_override(o) for o in overrides):
             raise InputError("--race races a grid's seeds; it does not combine with --search")
@@ -66,7 +69,7 @@ def sweep(
             raise InputError("--search runs trials in the local pool: drop --launcher/--dry-run")
         return run_search(
             overrides, trials, list(objectives) or ["mAP"], search, search_seed, jobs=jobs,
-            gpus=gpu_ids, jobs_per_gpu=jobs_per_gpu, console=console,
+            gpus=gpu_ids, jobs_per_gpu=jobs_per_gpu, console=console, prune=prune,
         )  # fmt: skip
     # pool and submitit_slurm plan first and submit only unfinished runs; others are Hydra's
     if launcher not in ("pool", "submitit_slurm"):
@@ -76,6 +79,21 @@ def sweep(
         dry_run=dry_run, force=force, retry_failed=retry_failed, console=console,
         launcher=launcher, pending_warn_min=pending_warn_min,
     )  # fmt: skip
+
+
+def _check_prune(prune: str | None, search: str | None, race: bool) -> None:
+    """--prune belongs to --search; the pruner's name is checked by the search (engine/prune.py)."""
+    if prune is None:
+        return
+    choices = f"choose --prune from {list(PRUNERS)}"
+    if race:
+        raise InputError(
+            f"--prune {prune} stops a search's trials early; it does not combine with --race "
+            f"(a race drops configs between seeds); with --search tpe, {choices}"
+        )
+    if search is None:
+        raise InputError(f"--prune {prune} stops a search's trials early: add --search tpe; "
+                         f"{choices}")  # fmt: skip
 
 
 def _race(overrides, jobs, gpus, jobs_per_gpu, launcher, pending_warn_min, retry_failed,

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from focalbench.errors import InputError
+from focalbench.results.store import status_of
 from focalbench.sweep.plan import Job, Plan
 from focalbench.sweep.report import JobsProgress, record_crash, rows_of, varying_overrides
 from focalbench.utils import sigterm_as_interrupt
@@ -162,7 +163,8 @@ def _stopped_with_parent() -> Callable[[], None] | None:
 
 
 def run_local(plan: Plan, todo: list[Job], envs, force: bool, view: JobsProgress) -> dict:
-    """The pending jobs in the local pool, one fresh process each; {run_id: ok | failed}."""
+    """The pending jobs in the local pool, one fresh process each; {run_id: ok | pruned | failed}
+    (a run a search's pruner stopped exits 0 with a `pruned` row)."""
     sweep_dir = Path(todo[0].cfg.results_dir) / "sweeps" / plan.sweep_id
     csv_path = Path(todo[0].cfg.results_dir) / "runs.csv"
     statuses: dict[str, str] = {}
@@ -186,7 +188,10 @@ def run_local(plan: Plan, todo: list[Job], envs, force: bool, view: JobsProgress
         if code != 0 and rows_of(csv_path, job.run_id) == rows_before[job.run_id]:
             record_crash(job, code, sweep_dir / "logs" / f"{job.run_id}.log")
         statuses[job.run_id] = "ok" if code == 0 else "failed"
+        if code == 0 and status_of(csv_path).get(job.run_id) == "pruned":
+            statuses[job.run_id] = "pruned"
         mark = "[green]ok[/]" if code == 0 else f"[red]exit {code}[/]"
+        mark = "[yellow]pruned[/]" if statuses[job.run_id] == "pruned" else mark
         line = f"{mark} {job.run_id} {varying_overrides(plan, job)}"
         view.set(job.run_id, statuses[job.run_id], line=line)
 

@@ -21,13 +21,15 @@ from focalbench.results.store import is_running, latest_rows, read_rows, safe_na
 
 DONE = "done"
 PENDING = "pending"
+# the statuses of a latest attempt that a grid keeps until --retry-failed (interrupted: resumed)
+KEPT = ("failed", "diverged", "pruned")
 
 
 @dataclass
 class Job:
     overrides: list[str]
     cfg: RunConfig
-    # pending | done (an ok row) | failed (failed/diverged row, kept unless --retry-failed)
+    # pending | done (an ok row) | failed (failed/diverged/pruned row, kept unless --retry-failed)
     state: str = PENDING
     previous: str = ""  # status of the latest attempt, if any
     # another process holds its run lock (e.g. a job of a killed sweep still finishing): the job
@@ -115,15 +117,16 @@ def make_plan(
 
 
 def mark_states(plan: Plan, force: bool = False, retry_failed: bool = False) -> Plan:
-    """Each job's state from runs.csv: done (an ok row), failed (kept unless retry_failed), or
-    pending, and whether another process is running it now (its run lock)."""
+    """Each job's state from runs.csv: done (an ok row), failed (a failed, diverged or pruned row:
+    kept unless retry_failed), or pending, and whether another process is running it now (its run
+    lock). A pruned row is final for the search that pruned it (search.py), not for a grid."""
     csv_path = Path(plan.jobs[0].cfg.results_dir) / "runs.csv"
     latest = latest_rows(read_rows(csv_path)) if csv_path.is_file() else {}
     for job in plan.jobs:
         job.previous = previous_status(latest, job.cfg)
         if job.previous == "ok" and not force:
             job.state = DONE
-        elif job.previous in ("failed", "diverged") and not (retry_failed or force):
+        elif job.previous in KEPT and not (retry_failed or force):
             job.state = "failed"
         job.elsewhere = job.state == PENDING and is_running(job.cfg.results_dir, job.run_id)
     return plan

@@ -108,6 +108,65 @@ def history(racers: list[Racer], csv_path: Path, metric: str) -> dict[str, list[
     return out
 
 
+def earlier_seed_variance(racers: list[Racer], csv_path: Path, metric: str):
+    """A prior seed variance (metrics/race.SeedVariance, df finite) pooled within the configs of
+    earlier ok runs in runs.csv that have >= 2 seeds and equal a racer's config but for the loss
+    section (same data, model, schedule and budget; a racer's own config does not count: the
+    race pools those itself). None when there are none."""
+    from focalbench.metrics.race import SeedVariance
+    from focalbench.results.run_configs import flat_science, load
+    from focalbench.results.run_files import folder_of
+
+    def but_loss(cfg: RunConfig) -> tuple:
+        return tuple(sorted((k, v) for k, v in flat_science(cfg).items()
+                            if not k.startswith("loss.")))  # fmt: skip
+
+    wanted = {but_loss(r.seeds[0]) for r in racers}
+    own = {r.seeds[0].config_id for r in racers}
+    groups: dict[str, list[float]] = {}
+    latest = latest_rows(read_rows(csv_path)) if csv_path.is_file() else {}
+    for row in latest.values():
+        value = _number(row.get(metric, ""))
+        if row.get("status") != "ok" or not math.isfinite(value):
+            continue
+        cfg = load(folder_of(row, csv_path))
+        if cfg is None or cfg.config_id in own or but_loss(cfg) not in wanted:
+            continue
+        groups.setdefault(cfg.config_id, []).append(value)
+    ss, df, k = 0.0, 0, 0
+    for values in groups.values():
+        if len(values) >= 2:
+            mean = sum(values) / len(values)
+            ss += sum((v - mean) ** 2 for v in values)
+            df, k = df + len(values) - 1, k + 1
+    if df == 0:
+        return None
+    return SeedVariance(ss / df, df, f"earlier runs: {k} other-loss configs of this budget")
+
+
+def write_race_csv(rnd, racers: list[Racer], metric: str, max_seeds: int, path: Path) -> None:
+    """The race's decisions so far, one row per config (config_id for the leaderboard's marks);
+    rewritten after every round, atomically."""
+    import csv
+    import io
+    import os
+
+    ids = {r.name: r.seeds[0].config_id for r in racers}
+    buf = io.StringIO()
+    cols = ["config_id", "config", "status", "round", "seeds", "max_seeds", "metric", "mean",
+            "best_minus_config", "lo", "hi", "seed_variance"]  # fmt: skip
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(cols)
+    for d in rnd.decisions:
+        writer.writerow([ids[d.config], d.config, d.status, d.round, d.n_seeds, max_seeds, metric,
+                         f"{d.mean:.6g}", f"{d.diff:.6g}", f"{d.lo:.6g}", f"{d.hi:.6g}",
+                         d.seed_source])  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".csv.tmp")
+    tmp.write_text(buf.getvalue())
+    os.replace(tmp, path)
+
+
 def _ok_row(latest: dict[str, dict[str, str]], cfg: RunConfig) -> dict[str, str] | None:
     rows = [latest[rid] for rid in cfg.run_ids if rid in latest]
     return next((r for r in rows if r.get("status") == "ok"), None)
@@ -196,16 +255,21 @@ def run_race(
     racers = make_racers(overrides, max_seeds, sweep_id)
     csv_path = Path(racers[0].seeds[0].results_dir) / "runs.csv"
     image_var = ImageVariances(racers, csv_path, metric, n_boot)
-    rule = {"max_seeds": max_seeds, "level": level, "margin": margin,
+    prior = earlier_seed_variance(racers, csv_path, metric)
+    rule = {"max_seeds": max_seeds, "level": level, "margin": margin, "prior": prior,
             "lower_is_better": metric in LOWER_IS_BETTER}  # fmt: skip
     console.print(
         f"[bold]race {sweep_id}[/]: {len(racers)} configs, up to {max_seeds} seeds each, on "
-        f"{metric} at level {level}" + (f", tied within ±{margin}" if margin else "")
+        f"{metric} at level {level}"
+        + (f", tied within ±{margin}" if margin else "")
+        + (f"; prior seed variance from {prior.source}" if prior else "")
     )
     while True:
         rounds = replay(history(racers, csv_path, metric), image_var, **rule)
         if rounds:
             console.print(round_line(rounds[-1]))
+            write_race_csv(rounds[-1], racers, metric, max_seeds, csv_path.parent / "sweeps"
+                           / sweep_id / "race.csv")  # fmt: skip
         if rounds and rounds[-1].finished:
             break
         names = rounds[-1].to_train() if rounds else [r.name for r in racers]

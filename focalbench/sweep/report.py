@@ -91,7 +91,8 @@ class JobsProgress:
         self.progress.console.print(text)
 
     def set(self, run_id: str, state: str, reason: str = "", line: str = "") -> None:
-        """state: pending | running | ok | failed | diverged | interrupted; prints `line` if any."""
+        """state: pending | running | ok | pruned | failed | diverged | interrupted; prints `line`
+        if any."""
         if state not in _LIVE and self.states[run_id] in _LIVE:
             self.progress.advance(self.task)
         self.states[run_id], self.reasons[run_id] = state, reason
@@ -107,7 +108,8 @@ class JobsProgress:
         why = ", ".join(r for r in reasons if r)
         text = f"{n['pending']} pending" + (f" ({why})" if why else "")
         text += f" · {n['running']} running · {n['ok']} done"
-        text += f" · {sum(v for k, v in n.items() if k not in (*_LIVE, 'ok'))} failed"
+        text += f" · {n['pruned']} pruned" if n["pruned"] else ""
+        text += f" · {sum(v for k, v in n.items() if k not in (*_LIVE, 'ok', 'pruned'))} failed"
         return text
 
 
@@ -126,9 +128,11 @@ def plan_table(plan: Plan):
 
 
 def varying_overrides(plan: Plan, job: Job) -> str:
-    """The overrides of a job that not every job of the sweep shares (what tells the jobs apart)."""
+    """The overrides of a job that not every job of the sweep shares (what tells the jobs apart),
+    leaving out a search's `prune.*` bookkeeping (the study, its storage, the trial's id)."""
     common = set.intersection(*(set(j.overrides) for j in plan.jobs))
-    return " ".join(o for o in job.overrides if o not in common) or " ".join(job.overrides)
+    shown = [o for o in job.overrides if not o.startswith("prune.")]
+    return " ".join(o for o in shown if o not in common) or " ".join(shown)
 
 
 def summary_table(plan: Plan):

@@ -11,6 +11,11 @@ again; it is told to the study from the row. The study lives in an RDB file
 last call was stopped are finished first (their runs resume from their checkpoints), then new ones
 are asked for until `trials` have ended. Trials run in batches of the pool's size; each batch is
 asked for at once, so with --jobs N the sampler sees the results of the previous batch only.
+
+With --prune NAME each trial's run gets the `prune` config section (the study, its storage, the
+trial's id): after each epoch it reports the mAP of a fixed validation subset to its trial, and the
+pruner may stop it (engine/prune.py). Such a run ends `pruned` and is told as PRUNED; like an ok
+row, a pruned row is final for the search (never trained again), and pruned is no failure.
 """
 
 from __future__ import annotations
@@ -23,8 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from focalbench.errors import InputError
+from focalbench.sweep.search_prune import check_prune, prune_lines
 
 SAMPLERS = ("tpe",)
+FINAL = ("ok", "pruned")  # a trial whose config has such a row is told from it, never trained again
 DIGITS = 4  # sampled floats are rounded for the override: readable run ids and CSV cells
 
 
@@ -135,25 +142,32 @@ def objective_values(row: dict[str, str], objectives: Sequence[str]) -> list[flo
     return values
 
 
+def storage_url(name: str, results_dir: str | Path) -> str:
+    """The study's RDB, results/optuna/<name>.db, as an absolute sqlite URL."""
+    return f"sqlite:///{(Path(results_dir) / 'optuna' / f'{name}.db').resolve()}"
+
+
 def make_study(name: str, results_dir: str | Path, objectives: Sequence[str], trials: int,
-               seed: int):  # fmt: skip
+               seed: int, pruner=None):  # fmt: skip
     """Create or load the study in results/optuna/<name>.db with a seeded TPE sampler.
 
     TPE's random start-up phase is a third of the budget (at most Optuna's default of 10), so a
-    short search still spends most of its trials on the model.
+    short search still spends most of its trials on the model. The pruner (engine/prune.py) judges
+    in the trials' runs; the study holds it too, for TPE, which samples hyperband's trials bracket
+    by bracket.
     """
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    folder = Path(results_dir) / "optuna"
-    folder.mkdir(parents=True, exist_ok=True)
+    (Path(results_dir) / "optuna").mkdir(parents=True, exist_ok=True)
     sampler = optuna.samplers.TPESampler(
         seed=seed, n_startup_trials=min(10, max(2, trials // 3)), multivariate=True
     )
     return optuna.create_study(
         study_name=name,
-        storage=f"sqlite:///{(folder / f'{name}.db').resolve()}",
+        storage=storage_url(name, results_dir),
         sampler=sampler,
+        pruner=pruner,
         directions=directions(objectives),
         load_if_exists=True,
     )
@@ -164,6 +178,9 @@ def _told(study, number: int, row: dict[str, str] | None, objectives: Sequence[s
     from optuna.trial import TrialState
 
     status = (row or {}).get("status", "not run")
+    if status == "pruned":
+        study.tell(number, state=TrialState.PRUNED)
+        return status
     values = objective_values(row, objectives) if status == "ok" else None
     if values is None:
         study.tell(number, state=TrialState.FAIL)
@@ -182,10 +199,12 @@ def run_search(
     gpus: Sequence[int] | None = None,
     jobs_per_gpu: int = 1,
     console=None,
+    prune: str | None = None,
 ) -> int:
     """Run (or resume) the search until `trials` trials have ended; print the trials and the best.
+    prune: a pruner's name (engine/prune.py PRUNERS), which stops bad trials after an epoch.
 
-    Returns the exit code: 1 if a trial's run failed or diverged, else 0.
+    Returns the exit code: 1 if a trial's run failed or diverged, else 0 (pruned is no failure).
     """
     from optuna.trial import TrialState
     from rich.console import Console
@@ -200,27 +219,27 @@ def run_search(
     if not objectives:
         objectives = ("mAP",)
     directions(objectives)  # bad objective names fail before anything is written
+    pruner = check_prune(prune, objectives, trials)  # engine/prune.py's, for TPE (make_study)
     space = parse_space(overrides)
     name = study_name(space, objectives, sampler, seed)
     first = compose([*trial_overrides(space, _midpoint(space)), f"sweep_id='{name}'"])
     results_dir = first.results_dir
-    study = make_study(name, results_dir, objectives, trials, seed)
+    study = make_study(name, results_dir, objectives, trials, seed, pruner)
+    url = storage_url(name, results_dir)  # the trials' runs open the study there to report
+    pruning = prune_lines(name, url, prune, trials, space.fixed) if prune else []
     ended = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
     n_ended = len(study.get_trials(deepcopy=False, states=ended))
     console.print(
         f"[bold]search {name}[/]: {trials} trials of {sampler} on {', '.join(objectives)}; "
         f"{n_ended} ended before; study in {Path(results_dir) / 'optuna' / (name + '.db')}"
+        + (f"; trials pruned by {prune}" if prune else "")
     )
     failed = 0
     width = max(1, jobs if not gpus else len(gpus) * jobs_per_gpu)
     while n_ended < trials:
-        # trials left running by a stopped call first (their runs resume), then new ones
-        batch = [(t.number, t.params) for t in study.get_trials(states=(TrialState.RUNNING,))]
-        while len(batch) < min(width, trials - n_ended):
-            trial = study.ask(dict(space.dims))
-            batch.append((trial.number, trial.params))
+        batch = _next_batch(study, space, width, trials - n_ended)
         run_kw = {"jobs": jobs, "gpus": gpus, "jobs_per_gpu": jobs_per_gpu, "console": console}
-        failed += _run_batch(study, space, name, batch[: trials - n_ended], objectives, run_kw)
+        failed += _run_batch(study, space, name, batch, objectives, run_kw, pruning)
         n_ended = len(study.get_trials(deepcopy=False, states=ended))
     console.print(trials_table(study, space, objectives))
     if len(objectives) == 2 and _any_complete(study):
@@ -230,42 +249,67 @@ def run_search(
     return 1 if failed else 0
 
 
-def _run_batch(
-    study, space: Space, name: str, batch: list, objectives: Sequence[str], run_kw: dict[str, Any]
-) -> int:
-    """Run one batch of asked trials [(number, params)] as one plan (a trial whose config has an
-    ok row is told from the row, not trained again), tell the study; returns how many did not end
-    ok."""
+def _next_batch(study, space: Space, width: int, left: int) -> list[tuple[int, dict, int]]:
+    """[(number, params, trial id)]: the trials left running by a stopped call first (their runs
+    resume), then new ones asked for, up to `width`; `left` at most."""
+    from optuna.trial import TrialState
+
+    running = study.get_trials(states=(TrialState.RUNNING,))
+    batch = [(t.number, t.params, t._trial_id) for t in running]
+    while len(batch) < min(width, left):
+        trial = study.ask(dict(space.dims))
+        batch.append((trial.number, trial.params, trial._trial_id))
+    return batch[:left]
+
+
+def _run_batch(study, space: Space, name: str, batch: list, objectives: Sequence[str],
+               run_kw: dict[str, Any], pruning: Sequence[str] = ()) -> int:  # fmt: skip
+    """Run one batch of asked trials [(number, params, trial id)] as one plan (a trial whose config
+    has an ok or pruned row is told from the row, not trained again), tell the study; returns how
+    many ended neither ok nor pruned. `pruning`: the prune.* overrides (prune_lines) or none."""
     from focalbench.config import compose
     from focalbench.results.store import latest_rows, read_rows
     from focalbench.sweep.execute import execute_plan
     from focalbench.sweep.plan import Job, Plan, previous_status, resolved
 
     plan = Plan(name)
-    numbers: dict[str, list[int]] = {}  # two trials may sample one config
-    for number, params in batch:
-        job_overrides = trial_overrides(space, params)
+    numbers: dict[str, list[int]] = {}  # two trials may sample one config: the first one runs
+    for number, params, trial_id in batch:
+        extra = [*pruning, f"prune.trial={trial_id}"] if pruning else []
+        job_overrides = [*trial_overrides(space, params), *extra]
         cfg = resolved(compose([*job_overrides, f"sweep_id='{name}'"]))
         numbers.setdefault(cfg.run_id, []).append(number)
         if len(numbers[cfg.run_id]) == 1:
             plan.jobs.append(Job(job_overrides, cfg))
     csv_path = Path(plan.jobs[0].cfg.results_dir) / "runs.csv"
     latest = latest_rows(read_rows(csv_path)) if csv_path.is_file() else {}
-    todo = [j for j in plan.jobs if previous_status(latest, j.cfg) != "ok"]
+    todo = [j for j in plan.jobs if previous_status(latest, j.cfg) not in FINAL]
     if todo:
         execute_plan(Plan(name, todo), **run_kw)
         latest = latest_rows(read_rows(csv_path)) if csv_path.is_file() else {}
     failed = 0
     for job in plan.jobs:
         for number in numbers[job.run_id]:
-            rows = [latest[rid] for rid in job.cfg.run_ids if rid in latest]
-            row = next((r for r in rows if r.get("status") == "ok"), rows[0] if rows else None)
+            row = _final_row([latest[rid] for rid in job.cfg.run_ids if rid in latest])
             status = _told(study, number, row, objectives)
-            failed += status != "ok"
-            reused = "" if job in todo else " (from its ok row)"
-            params = " ".join(job.overrides[len(space.fixed) :])
-            run_kw["console"].print(f"trial {number}: {status}{reused} {params}")
+            failed += status not in FINAL
+            reused = "" if job in todo else f" (from its {status} row)"
+            shown = [o for o in job.overrides[len(space.fixed) :] if not o.startswith("prune.")]
+            params = " ".join(shown)
+            error = (row or {}).get("error", "") if status == "pruned" else ""
+            why = f" ({error.removeprefix('pruned ')})" if error else ""
+            run_kw["console"].print(f"trial {number}: {status}{reused} {params}{why}")
     return failed
+
+
+def _final_row(rows: list[dict[str, str]]) -> dict[str, str] | None:
+    """Of a config's latest rows (one per id of RunConfig.run_ids): an ok one, else a pruned one,
+    else the first; None without rows."""
+    for status in FINAL:
+        found = next((r for r in rows if r.get("status") == status), None)
+        if found is not None:
+            return found
+    return rows[0] if rows else None
 
 
 def plot_front(study, objectives: Sequence[str], path: Path) -> None:
@@ -322,8 +366,11 @@ def trials_table(study, space: Space, objectives: Sequence[str]):
     for col in ("trial", *space.dims, *objectives, "state"):
         table.add_column(col, justify="right" if col not in ("state",) else "left")
     for t in study.get_trials(deepcopy=False):
-        vals = t.values or []
+        # a pruned trial's value is its last subset mAP (Optuna's tell), not the objective: hidden
+        vals = (t.values or []) if t.state == TrialState.COMPLETE else []
         state = t.state.name.lower() if t.state != TrialState.COMPLETE else "ok"
+        if t.state == TrialState.PRUNED and t.last_step is not None:
+            state = f"pruned at epoch {t.last_step + 1}"  # steps count epochs from 0
         table.add_row(
             f"{t.number}{'*' if t.number in best else ''}",
             *(_fmt(t.params.get(k)) for k in space.dims),
