@@ -150,6 +150,12 @@ class World:
         self.value = self.score.mean(2)  # [C, K] each run's metric
         self.index = {n: i for i, n in enumerate(names)}
 
+    def run_noise(self, c: str) -> float:
+        """The exact bootstrap variance of run_0 - run_1 of config c, halved."""
+        i = self.index[c]
+        d = self.score[i, 0] - self.score[i, 1]
+        return float(d.var() / len(d)) / 2
+
     def image_var(self, a: str, b: str, n_a: int, n_b: int) -> float:
         """The exact one-level bootstrap variance of mean_a - mean_b, seeds held fixed."""
         ia, ib = self.index[a], self.index[b]
@@ -166,6 +172,7 @@ def race(
     level: float,
     noise: Noise,
     names: list[str],
+    net: bool = True,
 ) -> tuple[bool, float, bool, int]:
     """(truly best out, share of the full grid's runs used, best picked, configs not out)."""
     world = World(rng, mu, n_images, max_seeds, noise, names)
@@ -184,9 +191,8 @@ def race(
         values = {
             n: world.value[world.index[n], : r if n in alive else kept[n]].tolist() for n in names
         }
-        prev = decide_round(
-            values, world.image_var, prev, max_seeds=max_seeds, level=level, prior=p
-        )
+        prev = decide_round(values, world.image_var, prev, max_seeds=max_seeds, level=level,
+                            prior=p, run_noise=world.run_noise if net else None)  # fmt: skip
         if prev.finished:
             break
     assert prev is not None
@@ -216,24 +222,28 @@ def main() -> None:
     n_images = args.images or n_images
     print(f"{args.races} races per row, level {args.level}")
     priors = ("none", "earlier runs")
-    rows = {
-        "grid": [(k, p) for p in priors for k in (3, 4, 5)] + [(5, "WRONG: images only")],
-        "cluster": [(5, p) for p in (*priors, "WRONG: images only")],
+    rows = {  # (max seeds, prior, s2 net of its run x image part)
+        "grid": [(k, p, True) for p in priors for k in (3, 4, 5)]
+        + [(5, p, False) for p in priors]
+        + [(5, "WRONG: images only", True)],
+        "cluster": [(5, p, net) for p in priors for net in (True, False)]
+        + [(5, "WRONG: images only", True)],
     }
     for scenario, mu in scenarios.items():
         print(f"\n{scenario}: {derived(mu, n_images, noise)}\n")
-        head = f"{'max seeds':>9} | {'seed-variance prior':<20} | {'best out':>11} | "
+        head = f"{'max seeds':>9} | {'seed-variance prior':<20} | {'s2':<5} | {'best out':>11} | "
         print(head + f"{'runs used':>9} | {'best picked':>11} | {'left at end':>11} | {'s':>5}")
         print("-" * (len(head) + 46))
-        for k, prior in rows[scenario]:
+        for k, prior, net in rows[scenario]:
             t0 = time.perf_counter()
             rng = np.random.default_rng([args.seed, k, len(prior), len(scenario)])
-            res = [race(rng, mu, n_images, k, prior, args.level, noise, names)
+            res = [race(rng, mu, n_images, k, prior, args.level, noise, names, net)
                    for _ in range(args.races)]  # fmt: skip
             out, used, picked, left = (np.mean([r[i] for r in res]) for i in range(4))
             se = math.sqrt(max(out * (1 - out), 1e-12) / args.races)
             print(
-                f"{k:>9} | {prior:<20} | {out:>5.1%} ±{se:.1%} | {used:>9.1%} | "
+                f"{k:>9} | {prior:<20} | {'net' if net else 'whole':<5} | {out:>5.1%} ±{se:.1%} | "
+                f"{used:>9.1%} | "
                 f"{picked:>11.1%} | {left:>11.1f} | {time.perf_counter() - t0:>5.1f}"
             )
     print("\nbest out: the truly best config ends 'out' (± its standard error); runs used: of the")

@@ -13,9 +13,17 @@ run's seed variance, assumed equal for every config of the grid (same data, sche
 pooled: within-config sample variances of the configs with >= 2 seeds, df-weighted, pooled with
 a prior (SeedVariance from earlier ok runs of the same budget; df = inf: known, used alone). The
 image bootstrap alone understates the noise, so with no s2 (round 1, no prior) nothing is decided.
-V_img and s2 overlap slightly (a run's own per-image noise is in both): conservative.
-se = sqrt(V_img + V_seed); t quantiles at the Welch-Satterthwaite df with V_img taken as known,
-df = df_s2 * (1 + V_img / V_seed)^2 (normal when s2 is known).
+V_img and s2 overlap: a run's own hits and misses (run x image noise, e) are in both, since the
+bootstrap holds the seeds fixed but resamples the images each run scored, and on the fixed
+validation set s2 = var(whole-run shift) + var(e) / I. That part is measured where a config has
+two seeds: half the image-bootstrap variance of seed 0 - seed 1 of one config (config x image
+effects cancel in it) is var(e) / I; averaged over those configs (RunNoise) it is taken off s2,
+V_seed = max(s2 - var(e) / I, 0) * (1/n_b + 1/n_c). Without it (run_noise None) s2 is used whole:
+conservative. scripts/bench_race.py fits the parts to a grid's runs: on the focal alpha x gamma
+grid at the demo budget nearly all of s2 was run x image noise.
+se = sqrt(V_img + V_seed); t quantiles at the Welch-Satterthwaite df with V_img taken as known and
+the estimation error s2's (var 2 s2^2 / df_s2): df = df_s2 * ((V_img + V_seed) / (k s2))^2 with
+k = 1/n_b + 1/n_c (normal when s2 is known).
 
 The rule. level is the chance, under the model, that the truly best config c* leaves the race.
   * Rounds: a_r = level / R, R = the rounds that can eliminate (max_seeds; max_seeds - 1 with no
@@ -64,6 +72,9 @@ STATUSES = (RACING, BEST, OUT, TIED, NOISE_AT_CAP)
 # (best, config, n_best, n_config) -> V_img: the image-level variance of mean_best - mean_config,
 # each side's mean over its first n seeds (seed order)
 ImageVariance = Callable[[str, str, int, int], float]
+# config -> half the image-level variance of run_seed0 - run_seed1 of that config: the run x image
+# part of one run's variance (config x image effects cancel in the difference)
+RunNoise = Callable[[str], float]
 
 
 @dataclass(frozen=True)
@@ -164,13 +175,15 @@ def decide_round(
     margin: float | None = None,
     lower_is_better: bool = False,
     prior: SeedVariance | None = None,
+    run_noise: RunNoise | None = None,
 ) -> RaceRound:
     """The decisions after round previous.round + 1 (1 without previous).
 
     values: {config: its full-set metric per seed run so far, in seed order}; a config that left
     keeps the values it left with. image_var: see ImageVariance (called only for the pairs
-    compared). ValueError for a config without values, non-finite values, a finished previous
-    race, configs unlike the previous round's, or a level/margin/max_seeds out of range.
+    compared). run_noise: see RunNoise (None: nothing is taken off s2, conservative). ValueError
+    for a config without values, non-finite values, a finished previous race, configs unlike the
+    previous round's, or a level/margin/max_seeds out of range.
     """
     _check(values, previous, max_seeds, level, margin)
     r = 1 if previous is None else previous.round + 1
@@ -180,12 +193,15 @@ def decide_round(
     sign = -1.0 if lower_is_better else 1.0
     best = max(racing, key=lambda c: sign * means[c])  # max keeps the first of equal means
     s2 = pooled_seed_variance(values, prior)
+    shared = run_image_part(values, run_noise) if s2 else 0.0
     a_r = round_level(level, max_seeds, prior is not None)
     others = [c for c in racing if c != best]
     # no estimate of s2: nothing is compared (an interval on images alone would be too narrow)
-    parts = {c: _parts(values, best, c, s2, image_var) for c in others} if s2 else {}
+    parts = {c: _parts(values, best, c, s2, shared, image_var) for c in others} if s2 else {}
     levels = _holm(parts, {c: means[best] - means[c] for c in parts}, a_r)
     source = s2.source if s2 else "none yet (round 1, no prior): nothing decided"
+    if s2 and shared > 0:
+        source += f"; less its run x image part {shared:.3g} (in the image bootstrap already)"
     out: list[Decision] = []
     for c in values:
         if c in old and old[c].status in (OUT, TIED):
@@ -223,6 +239,7 @@ def replay(
     margin: float | None = None,
     lower_is_better: bool = False,
     prior: SeedVariance | None = None,
+    run_noise: RunNoise | None = None,
 ) -> list[RaceRound]:
     """Every round's decisions from the stored per-seed values (seed order), as decide_round made
     them one round at a time. A round is replayed only when every config racing in it has its
@@ -245,6 +262,7 @@ def replay(
             margin=margin,
             lower_is_better=lower_is_better,
             prior=prior,
+            run_noise=run_noise,
         )
         rounds.append(prev)
         if prev.finished:
@@ -306,23 +324,39 @@ def _check(
             )
 
 
+def run_image_part(values: Mapping[str, Sequence[float]], run_noise: RunNoise | None) -> float:
+    """The run x image part of one run's variance, averaged over the configs with >= 2 seeds (0
+    without run_noise or such configs): what the image bootstrap of a pair already counts."""
+    if run_noise is None:
+        return 0.0
+    parts = [float(run_noise(c)) for c, x in values.items() if len(x) >= 2]
+    for c, p in zip([c for c, x in values.items() if len(x) >= 2], parts):
+        if not (math.isfinite(p) and p >= 0):
+            raise ValueError(f"run noise of {c!r}: got {p}; need finite >= 0")
+    return float(np.mean(parts)) if parts else 0.0
+
+
 def _parts(
     values: Mapping[str, Sequence[float]],
     best: str,
     c: str,
     s2: SeedVariance,
+    shared: float,
     image_var: ImageVariance,
 ) -> tuple[float, float, float]:
-    """(V_img, V_seed, df) of best - c."""
+    """(V_img, V_seed, df) of best - c. V_seed is the whole-run part s2 - shared (floored at 0):
+    the run x image part of s2 is in V_img already, which holds each side's seeds fixed."""
     nb, nc = len(values[best]), len(values[c])
     v_img = float(image_var(best, c, nb, nc))
     if not (math.isfinite(v_img) and v_img >= 0):
         raise ValueError(f"image variance of {best!r} - {c!r}: got {v_img}; need finite >= 0")
-    v_seed = s2.value * (1.0 / nb + 1.0 / nc)
-    if math.isinf(s2.df) or v_seed == 0:
+    k = 1.0 / nb + 1.0 / nc
+    v_seed = max(s2.value - shared, 0.0) * k
+    if math.isinf(s2.df) or s2.value == 0:
         return v_img, v_seed, math.inf
-    # Welch-Satterthwaite with V_img known: only the seed part carries estimation error
-    return v_img, v_seed, s2.df * ((v_img + v_seed) / v_seed) ** 2
+    # Welch-Satterthwaite with V_img known: the estimation error is s2's (var 2 s2^2 / df),
+    # whatever part of it is taken off
+    return v_img, v_seed, s2.df * ((v_img + v_seed) / (k * s2.value)) ** 2
 
 
 def _excludes_zero(diff: float, v: float, level: float, df: float) -> bool:

@@ -200,6 +200,16 @@ class ImageVariances:
             self.cache[key] = image_variance(a, b, self.metric, self.n_boot)
         return self.cache[key]
 
+    def run_noise(self, name: str) -> float:
+        """metrics/race.RunNoise: half the image-bootstrap variance of seed 0 - seed 1."""
+        from focalbench.metrics.race import image_variance
+
+        key = (name, name, 0, 1)
+        if key not in self.cache:
+            seed_0, seed_1 = self._scorers(name, 2)
+            self.cache[key] = image_variance([seed_0], [seed_1], self.metric, self.n_boot) / 2
+        return self.cache[key]
+
     def _scorers(self, name: str, n: int) -> list:
         from focalbench.results.compare import Run, scorers
         from focalbench.results.run_files import folder_of
@@ -257,6 +267,7 @@ def run_race(
     image_var = ImageVariances(racers, csv_path, metric, n_boot)
     prior = earlier_seed_variance(racers, csv_path, metric)
     rule = {"max_seeds": max_seeds, "level": level, "margin": margin, "prior": prior,
+            "run_noise": image_var.run_noise,
             "lower_is_better": metric in LOWER_IS_BETTER}  # fmt: skip
     console.print(
         f"[bold]race {sweep_id}[/]: {len(racers)} configs, up to {max_seeds} seeds each, on "

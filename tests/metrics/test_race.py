@@ -67,6 +67,26 @@ def test_a_huge_gap_is_decided_at_round_2_as_computed_by_hand():
         decide_round(values, constant(1e-4), second)
 
 
+def test_the_run_x_image_part_is_taken_off_the_seed_variance_by_hand():
+    """With run_noise, V_seed is (s2 - mean run noise of the configs with 2 seeds) * k, floored
+    at 0, and df keeps s2's estimation error: df_s2 * ((V_img + V_seed) / (k s2))^2."""
+    values = {"a": [0.36, 0.38], "b": [0.30, 0.31], "c": [0.33]}
+    noise = {"a": 3e-5, "b": 5e-5, "c": 1.0}  # c has one seed: not averaged
+    d = decide_round(values, constant(2e-4), max_seeds=3, run_noise=noise.__getitem__)
+    s2 = (2 * 0.01**2 + 2 * 0.005**2) / 2  # df 2
+    k = 1 / 2 + 1 / 2
+    v_seed = (s2 - 4e-5) * k
+    b = d.decision("b")
+    assert (b.v_seed, b.v_img) == pytest.approx((v_seed, 2e-4))
+    assert b.df == pytest.approx(2 * ((2e-4 + v_seed) / (k * s2)) ** 2)
+    assert "less its run x image part 4e-05" in b.seed_source
+    whole = decide_round(values, constant(2e-4), max_seeds=3).decision("b")
+    assert whole.v_seed == pytest.approx(s2 * k) and whole.hi - whole.lo > b.hi - b.lo
+    # more run noise than s2: the seed part is 0, never negative
+    big = decide_round(values, constant(2e-4), max_seeds=3, run_noise=lambda c: 1.0)
+    assert big.decision("b").v_seed == 0 and math.isfinite(big.decision("b").df)
+
+
 def test_identical_configs_are_never_eliminated():
     rng = np.random.default_rng(0)
     seeds = list(0.3 + rng.normal(0, 0.01, 5))
