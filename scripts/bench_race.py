@@ -17,10 +17,12 @@ of races whose truly best config ends "out" (goal <= 5%), the mean share of the 
 (20 x cap) used (goal <= 60% at cap 5), how often the best is picked and how many are left at the
 end. Two scenarios: `grid` (the means below) and `cluster`, the least favourable one for keeping
 the best: a near-twin 0.0001 below it and 18 configs far below, which leave early, so that Holm's
-later steps and every round test the two. One row per scenario with a deliberately wrong rule
-(seed variance 0: images only) shows the measure can fail.
+later steps and every round test the two. s2 "net": the seed variance less its run x image part
+(the runner's rule); "whole": s2 as it is (conservative). One row per scenario with a deliberately
+wrong rule (seed variance 0: images only) shows the measure can fail.
 
     PYTHONPATH=. python scripts/bench_race.py [--races 1000] [--seed 0] [--images 80]
+    PYTHONPATH=. python scripts/bench_race.py --from results/runs.csv   # fit the model to a grid
 """
 
 from __future__ import annotations
@@ -35,38 +37,34 @@ import numpy as np
 
 from focalbench.metrics.race import OUT, SeedVariance, decide_round
 
-# --- the model: replace with the full grid's measured values when it has run -----------------
-# means[alpha, gamma]: a stand-in for the focal alpha x gamma grid at the demo_sweep budget. The
-# study measured (3-seed means, results/reference/leaderboard.md) alpha 0.25 at gamma 0.5/1/2/5:
-# 0.334/0.357/0.343/0.278, gamma 2 at alpha 0.5/0.75: 0.327/0.326, alpha 0.75 gamma 0: 0.313; the
-# TPE search (leaderboard_search.md) found 0.267-0.370 over the plane, best near gamma 1.3-1.4,
-# worst at gamma > 4.4. The other cells are interpolated by hand in that shape.
-ALPHAS = (0.1, 0.25, 0.5, 0.75)
-GAMMAS = (0.0, 0.5, 1.0, 2.0, 5.0)
+# --- the model, as measured -------------------------------------------------------------------
+# Fitted by `--from` to the full focal alpha x gamma grid at the demo_sweep budget (60 runs:
+# `focalbench sweep hparams_search=focal_alpha_gamma experiment=demo_sweep seed=0,1,2`, 2026-12-07;
+# results/reference/race/grid_runs.csv): 3-seed means, and the noise parts (see fit()).
+ALPHAS = ("0.25", "0.5", "0.75", "off")
+GAMMAS = ("0", "0.5", "1", "2", "5")
 MEANS = np.array(
     [
-        [0.300, 0.318, 0.330, 0.322, 0.262],  # alpha 0.1
-        [0.318, 0.334, 0.357, 0.343, 0.278],  # alpha 0.25 (measured but gamma 0)
-        [0.316, 0.330, 0.345, 0.327, 0.285],  # alpha 0.5 (gamma 2 measured)
-        [0.313, 0.322, 0.332, 0.326, 0.280],  # alpha 0.75 (gamma 0, 2 measured)
+        [0.2831, 0.3343, 0.3574, 0.3426, 0.2781],  # alpha 0.25
+        [0.3073, 0.3538, 0.3518, 0.3272, 0.2861],  # alpha 0.5
+        [0.3134, 0.3539, 0.3340, 0.3262, 0.2758],  # alpha 0.75
+        [0.2985, 0.3428, 0.3509, 0.3377, 0.2866],  # alpha off
     ]
 )
-N_IMAGES = 80  # the study's validation set
-# Seed sd of a run's mAP: the study's pooled within-config sd is 0.0127 (12 configs x 3 seeds,
-# study_runs.csv): half of its variance a whole-run shift, half run x image noise (0.08 / sqrt(80)).
-SEED_SD = 0.009
-RUN_IMAGE_SD = 0.08
-# compare's 3-seed intervals at 80 images (compare_*.txt) have half-widths 0.025-0.040 mAP; with
-# the seed part above, an image sd of a 3-seed difference of ~0.013 matches them (sd 0.068 here).
-CONFIG_IMAGE_SD = 0.068
-SHARED_IMAGE_SD = 0.15
+N_IMAGES = 80  # demo_sweep's validation set
+# A run's seed sd of mAP on the fixed validation set is 0.0148 (pooled, df 40): a whole-run shift
+# of sd 0.0066 and run x image noise of sd 0.119 per image (0.119 / sqrt(80) = 0.0133).
+SEED_SD = 0.0066
+RUN_IMAGE_SD = 0.119
+CONFIG_IMAGE_SD = 0.022  # config x image effects (what a config is good at): do not average away
+SHARED_IMAGE_SD = 0.15  # image difficulty shared by every config: cancels in differences
 PRIOR_DF = 24  # a prior pooled from 12 earlier configs x 3 seeds of the same budget
 # ------------------------------------------------------------------------------------------------
 
 NAMES = [f"a{a}_g{g}" for a in ALPHAS for g in GAMMAS]
 SCENARIOS = {  # the true means
     "grid": MEANS.ravel(),
-    "cluster": np.r_[0.333, 0.3329, np.full(18, 0.22)],
+    "cluster": np.r_[MEANS.max(), MEANS.max() - 1e-4, np.full(18, MEANS.min())],
 }
 
 
@@ -79,6 +77,7 @@ def fit(csv_path: str, metric: str = "mAP") -> tuple[list[str], np.ndarray, dict
     V_n the config x image part; SEED_SD^2 = s2 - RUN_IMAGE_SD^2 / I (the whole-run shift)."""
     from focalbench.metrics.race import image_variance
     from focalbench.results.compare import Run, scorers
+    from focalbench.results.run_files import folder_of
     from focalbench.results.store import latest_rows, read_rows
 
     rows = [r for r in latest_rows(read_rows(csv_path)).values() if r["status"] == "ok"]
@@ -95,7 +94,7 @@ def fit(csv_path: str, metric: str = "mAP") -> tuple[list[str], np.ndarray, dict
     gts: dict = {}
     runs = {}
     for c, g in groups.items():
-        folders = [Run(r["run_id"], Path(r["run_dir"]), int(r["seed"])) for r in g]
+        folders = [Run(r["run_id"], folder_of(r, Path(csv_path)), int(r["seed"])) for r in g]
         runs[c] = scorers(folders, [metric], gts)
     n_images = runs[next(iter(runs))][0].n_images
     best = max(mu, key=mu.get)

@@ -82,7 +82,9 @@ def _parse_where(where: Iterable[str]) -> list[tuple[str, str]]:
         if "=" not in item:
             raise InputError(f"--where {item!r}: expected key=value, e.g. loss=focal or gamma=2")
         key, value = item.split("=", 1)
-        filters.append((_resolve(key.strip(), CSV_COLUMNS, "--where key"), _canon(value)))
+        key = _resolve(key.strip(), CSV_COLUMNS, "--where key")
+        null = value.strip().lower() in ("null", "none", "~") or (key, value) == ("alpha", "off")
+        filters.append((key, "" if null else _canon(value)))  # empty cell: null (alpha "off")
     return filters
 
 

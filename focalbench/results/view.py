@@ -132,8 +132,8 @@ def _left_races(results_dir: Path) -> dict[str, _Left]:
         if missing:
             raise InputError(f"{path}: no column {', '.join(missing)}; is it a race.csv?")
         for r in rows:
-            if r["status"] not in _LEFT:
-                continue
+            if r["status"] not in _LEFT or r.get("max_seeds", "") == r["seeds"]:
+                continue  # racing to the end, or out at the cap: every seed the race had
             if not (r["seeds"].isdigit() and r["round"].isdigit()):
                 raise InputError(f"{path}: seeds={r['seeds']!r} round={r['round']!r}: not counts")
             x = _Left(path.parent.name, r["status"], int(r["round"]), r["metric"], int(r["seeds"]))

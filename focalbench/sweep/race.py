@@ -275,10 +275,13 @@ def run_race(
         + (f", tied within ±{margin}" if margin else "")
         + (f"; prior seed variance from {prior.source}" if prior else "")
     )
+    shown = 0
     while True:
         rounds = replay(history(racers, csv_path, metric), image_var, **rule)
+        for rnd in rounds[shown:]:  # a resumed race prints the rounds it replayed too
+            console.print(round_line(rnd))
+        shown = len(rounds)
         if rounds:
-            console.print(round_line(rounds[-1]))
             write_race_csv(rounds[-1], racers, metric, max_seeds, csv_path.parent / "sweeps"
                            / sweep_id / "race.csv")  # fmt: skip
         if rounds and rounds[-1].finished:

@@ -125,6 +125,9 @@ def test_where_filters_with_number_normalisation(csv_rows):
     assert [(e["loss"], e["n"]) for e in board.entries] == [("focal", 3)]
     assert board.not_ok["failed"] == 0  # the failed run is a bce run: filtered out before counting
     assert [e["loss"] for e in leaderboard(csv_rows, where=["alpha="]).entries] == ["bce"]
+    for null in ("null", "None", "~", "off"):  # as an override writes it, or as the board shows it
+        board = leaderboard(csv_rows, where=[f"alpha={null}"])
+        assert [e["loss"] for e in board.entries] == ["bce"]
     assert (
         leaderboard(csv_rows, where=["loss=focal", "seed=1"], by_seed=True).entries[0]["run_id"]
         == "f1"

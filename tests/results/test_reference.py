@@ -21,13 +21,21 @@ BOARDS = [
     ("leaderboard_detr.md", "study_detr_runs.csv", []),
     ("leaderboard_search.md", "study_search_runs.csv", []),
     ("leaderboard_poly1_ghmc.md", "study_poly1_ghmc_runs.csv", []),
+    # the race (issue 22): the full grid and the runs the race used, with its race.csv beside them
+    ("race/leaderboard_grid.md", "race/grid_runs.csv", []),
+    ("race/leaderboard_race.md", "race/race_runs.csv", []),
 ]
 
 
 @pytest.mark.parametrize(("board", "csv_name", "extra"), BOARDS, ids=[b[0] for b in BOARDS])
 def test_committed_leaderboard_is_reproduced(board, csv_name, extra, tmp_path, monkeypatch, capsys):
     for name in (csv_name, csv_name.replace(".csv", ".frozen.json")):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REFERENCE / name, tmp_path / name)
+    for race in (REFERENCE / Path(csv_name).parent).glob("sweeps/*/race.csv"):
+        target = tmp_path / race.relative_to(REFERENCE)
+        target.parent.mkdir(parents=True)
+        shutil.copy(race, target)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as exit_info:
         main(["leaderboard", "--csv", csv_name, "--format", "md", *extra])
