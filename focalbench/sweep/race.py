@@ -269,23 +269,19 @@ def run_race(
     rule = {"max_seeds": max_seeds, "level": level, "margin": margin, "prior": prior,
             "run_noise": image_var.run_noise,
             "lower_is_better": metric in LOWER_IS_BETTER}  # fmt: skip
-    console.print(
-        f"[bold]race {sweep_id}[/]: {len(racers)} configs, up to {max_seeds} seeds each, on "
-        f"{metric} at level {level}"
-        + (f", tied within ±{margin}" if margin else "")
-        + (f"; prior seed variance from {prior.source}" if prior else "")
-    )
-    shown = 0
+    console.print(f"[bold]race {sweep_id}[/]: {len(racers)} configs, up to {max_seeds} seeds each, "
+                  f"on {metric} at level {level}" + (f", tied within ±{margin}" if margin else "")
+                  + (f"; prior seed variance from {prior.source}" if prior else ""))  # fmt: skip
+    shown, race_csv = 0, csv_path.parent / "sweeps" / sweep_id / "race.csv"
     while True:
         rounds = replay(history(racers, csv_path, metric), image_var, **rule)
         for rnd in rounds[shown:]:  # a resumed race prints the rounds it replayed too
             console.print(round_line(rnd))
         shown = len(rounds)
         if rounds:
-            write_race_csv(rounds[-1], racers, metric, max_seeds, csv_path.parent / "sweeps"
-                           / sweep_id / "race.csv")  # fmt: skip
-        if rounds and rounds[-1].finished:
-            break
+            write_race_csv(rounds[-1], racers, metric, max_seeds, race_csv)
+            if rounds[-1].finished:
+                break
         names = rounds[-1].to_train() if rounds else [r.name for r in racers]
         plan = round_plan(sweep_id, racers, names, len(rounds), retry_failed)
         failed = [j for j in plan.jobs if j.state == "failed"]
