@@ -113,7 +113,7 @@ def earlier_seed_variance(racers: list[Racer], csv_path: Path, metric: str):
     earlier ok runs in runs.csv that have >= 2 seeds and equal a racer's config but for the loss
     section (same data, model, schedule and budget; a racer's own config does not count: the
     race pools those itself). None when there are none."""
-    from focalbench.metrics.race import SeedVariance
+    from focalbench.metrics.race import SeedVariance, pooled_seed_variance
     from focalbench.results.run_configs import flat_science, load
     from focalbench.results.run_files import folder_of
 
@@ -133,15 +133,13 @@ def earlier_seed_variance(racers: list[Racer], csv_path: Path, metric: str):
         if cfg is None or cfg.config_id in own or but_loss(cfg) not in wanted:
             continue
         groups.setdefault(cfg.config_id, []).append(value)
-    ss, df, k = 0.0, 0, 0
-    for values in groups.values():
-        if len(values) >= 2:
-            mean = sum(values) / len(values)
-            ss += sum((v - mean) ** 2 for v in values)
-            df, k = df + len(values) - 1, k + 1
-    if df == 0:
+    pooled = pooled_seed_variance(groups)  # the race's own pooling, over the earlier configs
+    if pooled is None:
         return None
-    return SeedVariance(ss / df, df, f"earlier runs: {k} other-loss configs of this budget")
+    k = sum(len(v) >= 2 for v in groups.values())
+    return SeedVariance(
+        pooled.value, pooled.df, f"earlier runs: {k} other-loss configs of this budget"
+    )
 
 
 def write_race_csv(rnd, racers: list[Racer], metric: str, max_seeds: int, path: Path) -> None:
