@@ -57,7 +57,7 @@ def test_alpha_null_means_no_balancing():
             "unknown option model.fpn_channels; valid model option",
         ),
         (["loss.delta=1"], "unknown option loss.delta; valid loss options for loss=focal: ['alp"),
-        (["model.norm=group"], "model.norm='group' is not valid; choose from ['auto', 'bn', 'fro"),
+        (["model.norm=group"], "model.norm='group' is not valid; choose from ['adabn', 'auto', 'b"),
         (["model.weights=''"], "model.weights='' must be null, a torchvision weights name such as"),
         (["logger=csv"], "unknown logger 'csv'; choose from ['wandb']"),
         (["data=coco"], "data.ann"),

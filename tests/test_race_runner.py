@@ -9,6 +9,8 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,7 @@ from focalbench.results.store import append_row, read_rows
 from focalbench.sweep import race
 from tests.conftest import TINY
 from tests.metrics.synthetic_runs import detections, ground_truth
+from tests.test_reliability import _cleanup, _start, _wait_for, linux_only
 
 # miss rate of each loss's "detector": focal and qfl close, bce far worse
 QUALITY = {"focal": 0.20, "qfl": 0.23, "bce": 0.75, "ce": 0.5, "softmax_focal": 0.5}
@@ -179,3 +182,36 @@ def test_power_and_compares_hint_from_the_race_runs(tmp_path, gt_path, monkeypat
             main(["power", *args, "--csv", csv])
         err = capsys.readouterr().err
         assert exit_info.value.code == 2 and message in err and err.count("\n") == 1, err
+
+
+@linux_only
+@pytest.mark.slow
+def test_a_race_stopped_by_ctrl_c_resumes_to_the_same_decisions_on_smoke(tmp_path):
+    """The same on real `smoke`-sized runs and a real Ctrl-C: a race in a terminal of its own is
+    sent SIGINT while round 1 trains (one of its two runs recorded), exits 130, and the same
+    command finishes it with the decisions of an uninterrupted race and no run trained twice."""
+    args = [*TINY, "data.val_images=6", "loss=focal,bce", "--race", "--max-seeds", "2"]
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    try:
+        for folder in (whole, cut):
+            folder.mkdir()
+        done = _start(whole, args)
+        stopped = _start(cut, args)
+        csv_path = cut / "results" / "runs.csv"
+        _wait_for(lambda: csv_path.exists() and len(read_rows(csv_path)) >= 1, 180,
+                  "the first run of round 1", stopped)  # fmt: skip
+        os.killpg(stopped.pid, signal.SIGINT)
+        out, _ = stopped.communicate(timeout=120)
+        assert stopped.returncode == 130, out[-3000:]
+        resumed = _start(cut, args)
+        out, _ = resumed.communicate(timeout=300)
+        assert resumed.returncode == 0, out[-3000:]
+        ref, _ = done.communicate(timeout=300)
+        assert done.returncode == 0, ref[-3000:]
+        assert out[out.index("race on mAP") :] == ref[ref.index("race on mAP") :]
+        ok = [r["run_id"] for r in read_rows(csv_path) if r["status"] == "ok"]
+        assert len(ok) == len(set(ok)) == 4  # 2 configs x 2 seeds: nothing trained twice
+        assert sorted(ok) == sorted(r["run_id"] for r in read_rows(whole / "results" / "runs.csv"))
+    finally:
+        for folder in (whole, cut):
+            _cleanup(folder)

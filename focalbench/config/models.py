@@ -12,7 +12,7 @@ from typing import Any
 from focalbench.config.groups import check_choice, check_range
 from focalbench.errors import InputError
 
-NORMS = ("auto", "bn", "frozen_bn")
+NORMS = ("auto", "bn", "frozen_bn", "adabn")
 # model.anchor_sizes words, resolved from the training boxes before the run id is computed
 ANCHOR_WORDS = ("auto",)
 # a torchvision weights name as torchvision spells it (IMAGENET1K_V1, DEFAULT); anything else but
@@ -44,7 +44,8 @@ class ModelCfg:
     weights: str | None = None
     # BatchNorm of the backbone: bn (trained, right from scratch) | frozen_bn (torchvision's
     # FrozenBatchNorm2d: the loaded statistics stay, right for pretrained weights at small batches)
-    # | auto: bn from scratch, frozen_bn with any weights
+    # | adabn (frozen, with the statistics of the run's training images: weights from another
+    # domain, engine/run.py) | auto: bn from scratch, frozen_bn with any weights
     norm: str = "auto"
     # ResNet stages that train, counted from the top (layer4, layer3, layer2, layer1, the stem), as
     # torchvision's trainable_backbone_layers: 5 = all, 0 = the whole backbone frozen. None (auto):
@@ -72,7 +73,7 @@ class ModelCfg:
 
     @property
     def norm_layer(self) -> str:
-        """model.norm with auto resolved: bn | frozen_bn."""
+        """model.norm with auto resolved: bn | frozen_bn | adabn."""
         if self.norm != "auto":
             return self.norm
         return "bn" if self.weights is None else "frozen_bn"

@@ -34,6 +34,7 @@ from focalbench.engine.resolve import resolve_words
 from focalbench.engine.train import Diverged, fit, to_device
 from focalbench.errors import InputError
 from focalbench.models import Detector, build_model, compile_model
+from focalbench.models.weights import adapt_norm_statistics
 from focalbench.results.store import atomic_write_text, run_dir, run_lock, status_of
 from focalbench.utils import sigterm_as_interrupt
 
@@ -189,6 +190,8 @@ def _train_and_evaluate(
     from focalbench.metrics.evaluate import to_json
 
     device = dist.device
+    if cfg.model.norm_layer == "adabn":
+        _adapt_norms(model, train_ds, say)
     model = _on_device(model, device, cfg.train)
     train_loader, val_loader = build_loaders(cfg, train_ds, val_ds, dist)
     say(
@@ -236,10 +239,25 @@ def _train_and_evaluate(
     return metrics
 
 
+ADABN_IMAGES = 256  # model.norm=adabn: the training images whose statistics the norms take
+
+
+def _adapt_norms(model: Detector, train_ds, say) -> None:
+    """model.norm=adabn: the frozen BatchNorms take the statistics of the first ADABN_IMAGES
+    training images (deterministic: the same images, and flips, in every attempt; a resumed run's
+    checkpoint holds the same values). On the CPU, before the model moves or compiles."""
+    from focalbench.data import collate
+
+    n = min(ADABN_IMAGES, len(train_ds))
+    batches = (collate([train_ds[i] for i in range(k, min(k + 16, n))]) for k in range(0, n, 16))
+    layers = adapt_norm_statistics(model, batches)
+    say(f"model.norm=adabn: {layers} frozen BatchNorms take the statistics of {n} training images")
+
+
 def _on_device(model: Detector, device: torch.device, train_cfg) -> Detector:
-    model = model.to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    # channels_last: the convolutions' fast layout on GPUs and on CPUs alike (oneDNN: a
+    # RetinaNet-R18 training step at 192 px was 13% faster on one CPU thread)
+    model = model.to(device, memory_format=torch.channels_last)
     if train_cfg.compile:
         compile_model(model, train_cfg.compile_backend)
     return model

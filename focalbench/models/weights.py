@@ -3,6 +3,7 @@ BatchNorm layer."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -20,7 +21,13 @@ from focalbench.models.pretrained import (
 # model.norm (resolved, ModelCfg.norm_layer) -> the ResNet's norm layer. torchvision's detection
 # backbones use FrozenBatchNorm2d with ImageNet weights: batch statistics of a detection batch
 # (a few images) are too noisy to train; from scratch there are no statistics to keep.
-NORM_LAYERS: dict[str, type[nn.Module]] = {"bn": nn.BatchNorm2d, "frozen_bn": FrozenBatchNorm2d}
+# adabn: frozen too, but with the statistics of the run's own training images
+# (adapt_norm_statistics) in place of those the weights came with: weights from another domain.
+NORM_LAYERS: dict[str, type[nn.Module]] = {
+    "bn": nn.BatchNorm2d,
+    "frozen_bn": FrozenBatchNorm2d,
+    "adabn": FrozenBatchNorm2d,
+}
 
 
 def norm_layer(name: str) -> type[nn.Module]:
@@ -85,3 +92,47 @@ def _read_state_dict(path: str) -> dict:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise InputError(f"model.weights={path!r} is not a loadable state dict: {first}") from exc
     return state.get("state_dict", state) if isinstance(state, dict) else state
+
+
+@torch.no_grad()
+def adapt_norm_statistics(model: nn.Module, batches: Iterable[tuple[list, list]]) -> int:
+    """AdaBN (Li et al. 2016, "Revisiting Batch Normalization for Practical Domain Adaptation"):
+    every FrozenBatchNorm2d of `model` gets the mean and variance of its input over `batches`
+    ((images, targets) as the detector takes them in training), in place of the statistics the
+    weights came with; its affine weight and bias stay. During the pass each layer normalizes with
+    its batch's own statistics, as BatchNorm in training mode does, so that the layers after it see
+    inputs like those they will see. The variance is unbiased (BatchNorm's running_var). Forward
+    only, no gradients, torch's random state untouched. Returns the number of layers adapted."""
+    layers = [m for m in model.modules() if isinstance(m, FrozenBatchNorm2d)]
+    if not layers:
+        return 0
+    sums = {m: [0, 0.0, 0.0] for m in layers}  # pixels, sum x, sum x^2 (float64, per channel)
+
+    def batch_norm(m: FrozenBatchNorm2d, x: torch.Tensor) -> torch.Tensor:
+        x64 = x.double()
+        acc = sums[m]
+        acc[0] += x.numel() // x.shape[1]
+        acc[1] = acc[1] + x64.sum((0, 2, 3))
+        acc[2] = acc[2] + (x64 * x64).sum((0, 2, 3))
+        var, mean = torch.var_mean(x, (0, 2, 3), correction=0)
+        scale = m.weight * (var + m.eps).rsqrt()
+        return x * scale[None, :, None, None] + (m.bias - mean * scale)[None, :, None, None]
+
+    was_training = model.training
+    model.train()
+    try:
+        for m in layers:
+            m.forward = lambda x, m=m: batch_norm(m, x)
+        with torch.random.fork_rng(devices=[]):
+            for images, targets in batches:
+                model(images, targets)
+    finally:
+        for m in layers:
+            del m.forward
+        model.train(was_training)
+    for m, (n, s1, s2) in sums.items():
+        mean = s1 / n
+        var = (s2 - n * mean * mean) / max(n - 1, 1)
+        m.running_mean.copy_(mean)
+        m.running_var.copy_(var.clamp_min(0))
+    return len(layers)

@@ -42,7 +42,8 @@ def r18_file(tmp_path):
 
 @pytest.mark.parametrize("cfg", [TINY_RETINANET, TINY_DETR], ids=["retinanet", "detr"])
 @pytest.mark.parametrize(("norm", "layer"), [("bn", nn.BatchNorm2d), ("auto", FrozenBatchNorm2d),
-                                             ("frozen_bn", FrozenBatchNorm2d)])  # fmt: skip
+                                             ("frozen_bn", FrozenBatchNorm2d),
+                                             ("adabn", FrozenBatchNorm2d)])  # fmt: skip
 def test_a_local_file_loads_with_the_norm_asked_for(cfg, norm, layer, r18_file):
     reference, path = r18_file
     body = _body(_build(dataclasses.replace(cfg, weights=str(path), norm=norm)))
@@ -143,3 +144,66 @@ def test_a_file_of_another_architecture_is_named(tmp_path):
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(InputError, match="is not a loadable state dict"):
         _build(dataclasses.replace(TINY_RETINANET, weights=str(path)))
+
+
+class _TwoNorms(nn.Module):
+    """conv - norm - relu - conv - norm, called as a detector is: (images, targets)."""
+
+    def __init__(self, norm):
+        super().__init__()
+        layers = [nn.Conv2d(3, 4, 3), norm(4), nn.ReLU(), nn.Conv2d(4, 5, 3), norm(5)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, images, targets=None):
+        return self.net(torch.stack(images))
+
+
+def test_adabn_takes_the_statistics_batchnorm_measures_in_training():
+    """adapt_norm_statistics on frozen norms == torch's BatchNorm2d in training mode on the same
+    batch (momentum 1: the running statistics become the batch's; the second layer sees the first
+    normalized with the batch's statistics), with the affine weights kept and the RNG untouched."""
+    from focalbench.models.weights import adapt_norm_statistics
+
+    torch.manual_seed(0)
+    live = _TwoNorms(lambda c: nn.BatchNorm2d(c, momentum=1.0))
+    for bn in (live.net[1], live.net[4]):
+        nn.init.uniform_(bn.weight, 0.5, 2.0), nn.init.uniform_(bn.bias, -1.0, 1.0)
+    frozen = _TwoNorms(FrozenBatchNorm2d)
+    frozen.load_state_dict({k: v for k, v in live.state_dict().items() if "num_batches" not in k})
+    images = [torch.rand(3, 12, 12) * 3 + 1 for _ in range(6)]  # far from mean 0, variance 1
+    live.train()(images)
+    frozen.eval()
+    state = torch.get_rng_state()
+    assert adapt_norm_statistics(frozen, [(images, [{}] * 6)]) == 2
+    assert torch.equal(torch.get_rng_state(), state)
+    for i in (1, 4):
+        torch.testing.assert_close(frozen.net[i].running_mean, live.net[i].running_mean)
+        torch.testing.assert_close(frozen.net[i].running_var, live.net[i].running_var)
+        torch.testing.assert_close(frozen.net[i].weight, live.net[i].weight)
+    assert not frozen.training  # its mode is given back
+    # split in two batches the pooled statistics stay those of the first layer's whole input
+    again = _TwoNorms(FrozenBatchNorm2d)
+    again.load_state_dict(frozen.state_dict())
+    adapt_norm_statistics(again, [(images[:3], None), (images[3:], None)])
+    torch.testing.assert_close(again.net[1].running_mean, live.net[1].running_mean)
+    torch.testing.assert_close(again.net[1].running_var, live.net[1].running_var)
+
+
+def test_a_run_with_adabn_says_so_and_its_checkpoint_holds_the_adapted_statistics(
+    cli, r18_file, tmp_path
+):
+    """model.norm=adabn end to end (engine/run.py): the run says which statistics its norms took,
+    and the checkpoint's stem norm holds new statistics but the file's affine weights (frozen)."""
+    from tests.conftest import TINY
+
+    reference, path = r18_file
+    result = cli("train", *TINY, f"model.weights={path}", "model.norm=adabn")
+    assert result.returncode == 0, result.stderr[-2000:]
+    said = "model.norm=adabn: 20 frozen BatchNorms take the statistics of 4 training images"
+    assert said in result.stdout.replace("\n", " ")
+    (checkpoint,) = (tmp_path / "results" / "runs").glob("*/checkpoint.pt")
+    state = torch.load(checkpoint, weights_only=True)["model"]
+    stem = {k.rpartition("bn1.")[2]: v for k, v in state.items() if k.endswith(
+        ("body.bn1.running_mean", "body.bn1.weight"))}  # fmt: skip
+    assert not torch.allclose(stem["running_mean"], reference.bn1.running_mean)
+    torch.testing.assert_close(stem["weight"], reference.bn1.weight)
