@@ -123,7 +123,9 @@ def adapt_norm_statistics(model: nn.Module, batches: Iterable[tuple[list, list]]
     try:
         for m in layers:
             m.forward = lambda x, m=m: batch_norm(m, x)
-        with torch.random.fork_rng(devices=[]):
+        device = next(model.parameters()).device
+        cuda = [device.index or 0] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
             for images, targets in batches:
                 model(images, targets)
     finally:
