@@ -51,10 +51,16 @@ run() {
   wait $b || echo "lane b: some runs failed ($RES/lane_b.log)" >&2
 }
 
-config_id() {  # the config_id of a study config, from its overrides
-  local FT; read -ra FT <<< "$(ft)"
-  .venv/bin/python -c "import sys; from focalbench.config import compose
-print(compose(sys.argv[1:]).config_id)" "${FT[@]}" "$@"
+config_id() {  # config_id LOSS ALPHA GAMMA: the study config with these runs.csv cells (list: per-class)
+  .venv/bin/python - "$@" <<'PY'
+import csv, sys
+loss, alpha, gamma = sys.argv[1:4]
+ids = {r["config_id"] for r in csv.DictReader(open("results/reference/bccd/runs.csv"))
+       if r["loss"] == loss and r["gamma"] == gamma
+       and (r["alpha"].startswith("[") if alpha == "list" else r["alpha"] == alpha)}
+assert len(ids) == 1, f"{sys.argv[1:]}: config ids {ids}"
+print(ids.pop())
+PY
 }
 
 report() {
@@ -67,12 +73,13 @@ report() {
   $FB leaderboard --csv $OUT/runs.csv --plot $OUT/bccd.png > /dev/null
   mv $OUT/bccd_scatter.png $OUT/scatter.png && rm -f $OUT/bccd.png
   local c=(--csv $OUT/runs.csv --metric mAP --metric laece0) focal g1 inv bce sfl qfl
-  focal=config_id=$(config_id loss=focal)
-  g1=config_id=$(config_id loss=focal loss.gamma=1)
-  inv=config_id=$(config_id loss=focal loss.alpha=inverse_freq)
-  bce=config_id=$(config_id loss=bce)
-  sfl=config_id=$(config_id loss=softmax_focal)
-  qfl=config_id=$(config_id loss=qfl)
+  # config ids: per-class alpha (inverse_freq) and the preset's resolved anchors are not in compose's
+  focal=config_id=$(config_id focal 0.25 2)
+  g1=config_id=$(config_id focal 0.25 1)
+  inv=config_id=$(config_id focal list 2)
+  bce=config_id=$(config_id bce "" "")
+  sfl=config_id=$(config_id softmax_focal "" 2)
+  qfl=config_id=$(config_id qfl "" 2)
   $FB compare "${c[@]}" $focal $bce > $OUT/compare_focal_vs_bce.txt
   $FB compare "${c[@]}" $g1 $focal > $OUT/compare_gamma_1_vs_2.txt
   $FB compare "${c[@]}" $inv $focal > $OUT/compare_inverse_freq_vs_0.25.txt
@@ -84,6 +91,9 @@ report() {
     dir=$(.venv/bin/python -c "import csv; print([r['run_dir'] for r in csv.DictReader(open('$OUT/runs.csv')) if r['config_id'] == '$id' and r['seed'] == '0' and r['status'] == 'ok'][-1])")
     cp "$dir/reliability.png" $OUT/reliability_$name.png
   done
+  # where the dataset lies on this machine is not part of the record
+  sed -i -E 's#[^ ":=]*/BCCD/(JPEGImages|Annotations)#BCCD_Dataset/BCCD/\1#g; s#^[^ ]+ \(voc\):#BCCD_Dataset (voc):#' \
+    $OUT/import.txt $OUT/runs.frozen.json
 }
 
 case "${1:-}" in

@@ -24,6 +24,9 @@ BOARDS = [
     # the race (issue 22): the full grid and the runs the race used, with its race.csv beside them
     ("race/leaderboard_grid.md", "race/grid_runs.csv", []),
     ("race/leaderboard_race.md", "race/race_runs.csv", []),
+    # the real-image study (issue 23): BCCD, experiment=finetune
+    ("bccd/leaderboard.md", "bccd/runs.csv", []),
+    ("bccd/leaderboard_by_laece0.md", "bccd/runs.csv", ["--sort", "laece0"]),
 ]
 
 
