@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from focalbench.metrics.race import OUT, SeedVariance, decide_round
+from focalbench.metrics.race import DEFAULT_FUTILITY, FUTILE, OUT, SeedVariance, decide_round
 
 # --- the model, as measured -------------------------------------------------------------------
 # Fitted by `--from` to the full focal alpha x gamma grid at the demo_sweep budget (60 runs:
@@ -59,6 +59,7 @@ RUN_IMAGE_SD = 0.119
 CONFIG_IMAGE_SD = 0.022  # config x image effects (what a config is good at): do not average away
 SHARED_IMAGE_SD = 0.15  # image difficulty shared by every config: cancels in differences
 PRIOR_DF = 24  # a prior pooled from 12 earlier configs x 3 seeds of the same budget
+FAR = 0.02  # configs at least this far below the best: what the race should resolve (power)
 # ------------------------------------------------------------------------------------------------
 
 NAMES = [f"a{a}_g{g}" for a in ALPHAS for g in GAMMAS]
@@ -75,7 +76,7 @@ def fit(csv_path: str, metric: str = "mAP") -> tuple[list[str], np.ndarray, dict
     best, V_1 (seed 0 a side) and V_n (all n seeds a side). Under the model
     V_n = 2 (CONFIG_IMAGE_SD^2 + RUN_IMAGE_SD^2 / n) / I, so V_1 - V_n gives RUN_IMAGE_SD and
     V_n the config x image part; SEED_SD^2 = s2 - RUN_IMAGE_SD^2 / I (the whole-run shift)."""
-    from focalbench.metrics.race import image_variance
+    from focalbench.metrics.bootstrap import image_variance
     from focalbench.results.compare import Run, scorers
     from focalbench.results.run_files import folder_of
     from focalbench.results.store import latest_rows, read_rows
@@ -172,8 +173,11 @@ def race(
     noise: Noise,
     names: list[str],
     net: bool = True,
-) -> tuple[bool, float, bool, int]:
-    """(truly best out, share of the full grid's runs used, best picked, configs not out)."""
+    futility: float = DEFAULT_FUTILITY,
+) -> tuple[float, ...]:
+    """(truly best out, truly best stopped as futile, share of the full grid's runs used, best
+    picked, configs not out, share of the configs >= FAR below the best that end out, the true
+    gap of the config picked)."""
     world = World(rng, mu, n_images, max_seeds, noise, names)
     s2_true = noise.seed_sd**2 + noise.run_image_sd**2 / n_images
     if prior == "earlier runs":
@@ -191,13 +195,23 @@ def race(
             n: world.value[world.index[n], : r if n in alive else kept[n]].tolist() for n in names
         }
         prev = decide_round(values, world.image_var, prev, max_seeds=max_seeds, level=level,
-                            prior=p, run_noise=world.run_noise if net else None)  # fmt: skip
+                            futility=futility, prior=p,
+                            run_noise=world.run_noise if net else None)  # fmt: skip
         if prev.finished:
             break
     assert prev is not None
     top = names[int(mu.argmax())]
-    left = sum(d.status != OUT for d in prev.decisions)
-    return prev.decision(top).status == OUT, runs / (len(names) * max_seeds), prev.best == top, left
+    status = {d.config: d.status for d in prev.decisions}
+    far = [c for c, m in zip(names, mu) if mu.max() - m >= FAR]
+    return (
+        status[top] == OUT,
+        status[top] == FUTILE,
+        runs / (len(names) * max_seeds),
+        prev.best == top,
+        sum(s != OUT for s in status.values()),
+        np.mean([status[c] == OUT for c in far]) if far else math.nan,
+        mu.max() - mu[names.index(prev.best)],
+    )
 
 
 def main() -> None:
@@ -221,33 +235,36 @@ def main() -> None:
     n_images = args.images or n_images
     print(f"{args.races} races per row, level {args.level}")
     priors = ("none", "earlier runs")
-    rows = {  # (max seeds, prior, s2 net of its run x image part)
-        "grid": [(k, p, True) for p in priors for k in (3, 4, 5)]
-        + [(5, p, False) for p in priors]
-        + [(5, "WRONG: images only", True)],
-        "cluster": [(5, p, net) for p in priors for net in (True, False)]
-        + [(5, "WRONG: images only", True)],
-    }
+    wrong = (5, "WRONG: images only", True, 0.0)
+    rows = {  # (max seeds, prior, s2 net of its run x image part, futility)
+        "grid": [(k, p, True, f) for f in (0.2, 0.1, 0.0) for p in priors
+                 for k in (3, 4, 5)] + [(5, p, False, 0.0) for p in priors] + [wrong],
+        "cluster": [(5, p, True, f) for f in (0.2, 0.0) for p in priors]
+        + [(5, p, False, 0.0) for p in priors] + [wrong],
+    }  # fmt: skip
     for scenario, mu in scenarios.items():
         print(f"\n{scenario}: {derived(mu, n_images, noise)}\n")
-        head = f"{'max seeds':>9} | {'seed-variance prior':<20} | {'s2':<5} | {'best out':>11} | "
-        print(head + f"{'runs used':>9} | {'best picked':>11} | {'left at end':>11} | {'s':>5}")
-        print("-" * (len(head) + 46))
-        for k, prior, net in rows[scenario]:
+        head = (f"{'max seeds':>9} | {'futility':>8} | {'seed-variance prior':<20} | {'s2':<5} | "
+                f"{'best out':>11} | {'best futile':>11} | {'runs used':>9} | ")  # fmt: skip
+        print(head + f"{'best picked':>11} | {'far out':>7} | {'regret':>6} | {'left':>4} | s")
+        print("-" * (len(head) + 51))
+        for k, prior, net, futility in rows[scenario]:
             t0 = time.perf_counter()
             rng = np.random.default_rng([args.seed, k, len(prior), len(scenario)])
-            res = [race(rng, mu, n_images, k, prior, args.level, noise, names, net)
+            res = [race(rng, mu, n_images, k, prior, args.level, noise, names, net, futility)
                    for _ in range(args.races)]  # fmt: skip
-            out, used, picked, left = (np.mean([r[i] for r in res]) for i in range(4))
+            out, futile, used, picked, left, far, regret = np.nanmean(np.array(res), axis=0)
             se = math.sqrt(max(out * (1 - out), 1e-12) / args.races)
             print(
-                f"{k:>9} | {prior:<20} | {'net' if net else 'whole':<5} | {out:>5.1%} ±{se:.1%} | "
-                f"{used:>9.1%} | "
-                f"{picked:>11.1%} | {left:>11.1f} | {time.perf_counter() - t0:>5.1f}"
+                f"{k:>9} | {futility:>8.2g} | {prior:<20} | {'net' if net else 'whole':<5} | "
+                f"{out:>5.1%} ±{se:.1%} | {futile:>11.1%} | {used:>9.1%} | {picked:>11.1%} | "
+                f"{far:>7.1%} | {regret:>6.4f} | {left:>4.1f} | {time.perf_counter() - t0:.0f}"
             )
-    print("\nbest out: the truly best config ends 'out' (± its standard error); runs used: of the")
-    print("full grid's configs x max-seeds runs; left at end: configs not out (best, tied, at the")
-    print("cap)")
+    print("\nbest out: the truly best config ends 'out' (± its standard error); best futile: it")
+    print("stops early within noise of the race's best (futility; not out); runs used: of the full")
+    print("grid's configs x max-seeds runs; best picked: the race's best is the truly best; far")
+    print(f"out: the configs >= {FAR} below the best that end out (the race's power); regret: the")
+    print("true gap of the race's best to the truly best; left: configs not out at the end")
 
 
 if __name__ == "__main__":

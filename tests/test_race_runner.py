@@ -22,6 +22,7 @@ from focalbench.config import to_yaml
 from focalbench.metrics.evaluate import detection_set
 from focalbench.metrics.resample import ResampledMetrics
 from focalbench.results.store import append_row, read_rows
+from focalbench.results.view import show_leaderboard
 from focalbench.sweep import race
 from tests.conftest import TINY
 from tests.metrics.synthetic_runs import detections, ground_truth
@@ -93,6 +94,35 @@ def test_a_clearly_worse_config_leaves_and_the_best_stays(tmp_path, gt_path, mon
     assert "within noise at the cap" in next(ln for ln in table.splitlines() if "loss=qfl" in ln)
 
 
+def test_a_near_tie_stops_early_with_futility_and_the_board_says_why(
+    tmp_path, gt_path, monkeypatch
+):
+    """The same race with --futility 0.2: qfl, within noise of focal, cannot be
+    separated from it by seed 4, so it stops at round 2 with its chance recorded; 6 runs, not 10.
+    The leaderboard marks it as a config that left the race, and says why."""
+    results = tmp_path / "f"
+    runner = FakeRunner(gt_path)
+    code, text = _race(results, runner, monkeypatch, max_seeds=4, futility=0.2)
+    assert code == 0, text
+    assert "futile below 0.2 conditional power" in text
+    round_2 = next(ln for ln in text.splitlines() if ln.startswith("round 2:"))
+    assert "out: loss=bce" in round_2 and "inseparable by the cap: loss=qfl" in round_2
+    assert "the race ends: the others are out or inseparable from the best by the cap" in text
+    assert len(runner.ran) == 2 + 2 + 2
+    row = {r["config"]: r for r in csv.DictReader(open(next(results.glob("sweeps/*/race.csv"))))}
+    qfl = row["loss=qfl"]
+    assert qfl["status"] == "futile" and qfl["round"] == "2" and float(qfl["lo"]) < 0
+    chance = float(qfl["chance_by_cap"])
+    assert 0 <= chance < 0.2
+    table = text[text.index("race on mAP") :]
+    line = next(ln for ln in table.splitlines() if "loss=qfl" in ln)
+    assert f"within noise, stopped at round 2 ({chance:.0%} chance by the cap)" in line
+    board = Console(record=True, width=300)
+    show_leaderboard(results / "runs.csv", board, Console(stderr=True), noise=False)
+    flat = " ".join(board.export_text().split())
+    assert "(futile: within noise of the best, and more seeds were unlikely" in flat
+
+
 def test_a_stopped_race_resumes_to_the_same_decisions(tmp_path, gt_path, monkeypatch):
     _, whole = _race(tmp_path / "whole", FakeRunner(gt_path), monkeypatch, max_seeds=3)
     cut = FakeRunner(gt_path, stop_at=4)  # round 2: after focal (and bce) of seed 1
@@ -147,6 +177,7 @@ def test_earlier_runs_of_other_losses_give_a_prior_and_round_1_decides(
         (["loss=focal,bce", "seed=0,1"], "--race chooses the seeds"),
         (["loss=focal,bce", "--max-seeds", "1"], "--max-seeds 1: a race needs at least 2 seeds"),
         (["loss=focal,bce", "--level", "1.5"], "--level 1.5: choose a value in (0, 1)"),
+        (["loss=focal,bce", "--futility", "1"], "--futility 1.0: choose a chance in [0, 1)"),
         (["loss=focal,bce", "--metric", "AP51"], "--metric 'AP51' is not scored by the paired"),
         (["loss.gamma=interval(0,5)", "--search", "tpe"], "does not combine with --search"),
         (["loss=focal,bce", "--dry-run"], "--race runs round by round"),

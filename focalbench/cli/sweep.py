@@ -91,6 +91,14 @@ def sweep(
         float | None,
         typer.Option(help="--race: configs whose interval lies within ±D of the best are tied."),
     ] = None,
+    futility: Annotated[
+        float,
+        typer.Option(
+            help="--race: a config (2+ seeds) stops, within noise of the best, when its chance to "
+            "leave by --max-seeds (conditional power) is below P, e.g. 0.2 (fewer runs; the best "
+            "among near-ties then rests on fewer seeds). Default 0: off."
+        ),
+    ] = 0.0,
 ) -> None:
     """Run a grid of trainings (or an adaptive --search); skip finished ones; print a summary (exit
     1 if any job failed)."""
@@ -101,6 +109,7 @@ def sweep(
         sweep_id=sweep_id, dry_run=dry_run, force=force, retry_failed=retry_failed,
         pending_warn_min=pending_warn_min, search=search, trials=trials,
         objectives=objective or ["mAP"], search_seed=search_seed, prune=prune, race=race,
-        max_seeds=max_seeds, metric=metric, level=level, margin=margin, console=out,
+        max_seeds=max_seeds, metric=metric, level=level, margin=margin, futility=futility,
+        console=out,
     )  # fmt: skip
     raise typer.Exit(code)

@@ -180,3 +180,29 @@ def _summary(metric: str, a: float, b: float, diffs: Floats) -> MetricDiff:
     else:
         lo = hi = p_win = math.nan
     return MetricDiff(metric, a, b, a - b, lo, hi, p_win, len(ok), lower)
+
+
+def image_variance(
+    scorers_a: Sequence[Scorer],
+    scorers_b: Sequence[Scorer],
+    metric: str,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> float:
+    """V_img of mean_a - mean_b (each the mean over that side's runs, one per seed): the variance
+    over n_boot paired image resamples with each side's seeds held fixed (the one-level bootstrap
+    of metrics/bootstrap.py; resamples where the metric is NaN are left out). ValueError for an
+    empty side, different image counts, or fewer than 2 valid resamples."""
+    if not scorers_a or not scorers_b:
+        raise ValueError("image_variance: each side needs at least one run")
+    sizes = {s.n_images for s in (*scorers_a, *scorers_b)}
+    if len(sizes) != 1:
+        raise ValueError(f"runs scored on different numbers of images: {sorted(sizes)}")
+    counts = draw_image_counts(np.random.default_rng(seed), sizes.pop(), n_boot)  # [B, I]
+    side_a = np.mean([s(counts)[metric] for s in scorers_a], axis=0)  # [B]
+    side_b = np.mean([s(counts)[metric] for s in scorers_b], axis=0)
+    d = side_a - side_b
+    d = d[np.isfinite(d)]
+    if len(d) < 2:
+        raise ValueError(f"image_variance: {len(d)} valid resamples of {n_boot}; need >= 2")
+    return float(d.var(ddof=1))

@@ -1,7 +1,7 @@
 """How many seeds (or validation images) would resolve a difference between two configs? From the
 runs so far: each config's per-seed metric values and the image-level variance of the difference
-of their seed-means on the I validation images (race.image_variance, or a one-level paired image
-bootstrap of `focalbench compare` with the seeds held fixed).
+of their seed-means on the I validation images (bootstrap.image_variance, or a one-level paired
+image bootstrap of `focalbench compare` with the seeds held fixed).
 
 Model (as in race.py): with n seeds a side and I' images,
 

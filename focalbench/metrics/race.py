@@ -7,8 +7,8 @@ Model. A config's value is the mean of its n seeds' full-set metrics. For the be
     var(mean_b - mean_c) = V_img + s2 * (1/n_b + 1/n_c)
 
 V_img: the image-level variance of the difference of the two seed-means (the validation images are
-a sample; image_variance() estimates it with a paired image bootstrap, each side's seeds held
-fixed). It does not shrink with seeds: at the study's 80 images it is the larger part. s2: one
+a sample; bootstrap.image_variance() estimates it with a paired image bootstrap, each side's seeds
+held fixed). Its config x image part does not shrink with seeds (the run x image part does). s2: one
 run's seed variance, assumed equal for every config of the grid (same data, schedule, budget), so
 pooled: within-config sample variances of the configs with >= 2 seeds, df-weighted, pooled with
 a prior (SeedVariance from earlier ok runs of the same budget; df = inf: known, used alone). The
@@ -48,8 +48,13 @@ The rule. level is the chance, under the model, that the truly best config c* le
     that left (out, tied) stay out even if the new best falls below them: as in any race (Maron &
     Moore's Hoeffding races, F-race) a decision is final; that keeps the per-round error bound and
     makes a race replayable from its rows.
-  * The race ends when no config is racing besides the best (one left, or the rest tied/out) or
-    round max_seeds is done; those still racing then are noise_at_cap (within noise at the cap).
+  * futility P (0: off, the default; 0.2 suggested): from its second seed on, a racing config
+    whose chance to leave by the cap (metrics/futility.py's conditional power) is below P stops
+    as futile, within noise of the best. It never makes a config out, but it stops near-ties of
+    the best early, so the race's best among them rests on fewer seeds (bench_race.py).
+  * The race ends when no config is racing besides the best (one left, or the rest
+    tied/futile/out) or round max_seeds is done; those still racing then are noise_at_cap
+    (within noise at the cap).
 
 Deterministic: the same values (seed order) and V_img give the same decisions, so replay()
 resumes a race exactly. numpy/scipy only.
@@ -64,10 +69,13 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy import stats
 
-from .bootstrap import Scorer, draw_image_counts
+from .futility import conditional_power, variance_at_cap
 
-RACING, BEST, OUT, TIED, NOISE_AT_CAP = "racing", "best", "out", "tied", "noise_at_cap"
-STATUSES = (RACING, BEST, OUT, TIED, NOISE_AT_CAP)
+RACING, BEST, OUT, TIED, FUTILE = "racing", "best", "out", "tied", "futile"
+NOISE_AT_CAP = "noise_at_cap"
+STATUSES = (RACING, BEST, OUT, TIED, FUTILE, NOISE_AT_CAP)
+LEFT = (OUT, TIED, FUTILE)  # final: a config that left keeps its decision
+DEFAULT_FUTILITY = 0.0  # off: see the rule's futility bullet
 
 # (best, config, n_best, n_config) -> V_img: the image-level variance of mean_best - mean_config,
 # each side's mean over its first n seeds (seed order)
@@ -105,6 +113,7 @@ class Decision:
     df: float  # of the t quantile (inf: normal)
     level: float  # one-sided level a of each end (round and Holm splits); [lo, hi] is 1 - 2a
     seed_source: str  # which seed variance the interval used
+    cp: float = math.nan  # conditional power to leave by the cap (NaN: not judged)
 
 
 @dataclass(frozen=True)
@@ -173,6 +182,7 @@ def decide_round(
     max_seeds: int = 5,
     level: float = 0.05,
     margin: float | None = None,
+    futility: float = DEFAULT_FUTILITY,
     lower_is_better: bool = False,
     prior: SeedVariance | None = None,
     run_noise: RunNoise | None = None,
@@ -183,9 +193,9 @@ def decide_round(
     keeps the values it left with. image_var: see ImageVariance (called only for the pairs
     compared). run_noise: see RunNoise (None: nothing is taken off s2, conservative). ValueError
     for a config without values, non-finite values, a finished previous race, configs unlike the
-    previous round's, or a level/margin/max_seeds out of range.
+    previous round's, or a level/margin/futility/max_seeds out of range.
     """
-    _check(values, previous, max_seeds, level, margin)
+    _check(values, previous, max_seeds, level, margin, futility)
     r = 1 if previous is None else previous.round + 1
     old = {} if previous is None else {d.config: d for d in previous.decisions}
     means = {c: float(np.mean(x)) for c, x in values.items()}
@@ -204,12 +214,13 @@ def decide_round(
         source += f"; less its run x image part {shared:.3g} (in the image bootstrap already)"
     out: list[Decision] = []
     for c in values:
-        if c in old and old[c].status in (OUT, TIED):
+        if c in old and old[c].status in LEFT:
             out.append(old[c])  # decisions are final
             continue
         diff = means[best] - means[c]
-        lo = hi = v_img = v_seed = df = a = math.nan
+        lo = hi = v_img = v_seed = df = a = cp = math.nan
         status = BEST if c == best else RACING
+        n = len(values[c])
         if c in parts:
             (v_img, v_seed, df), a = parts[c], levels[c]
             half = _quantile(a, df) * math.sqrt(v_img + v_seed)  # as in _excludes_zero
@@ -218,12 +229,16 @@ def decide_round(
                 status = OUT
             elif margin is not None and lo >= -margin and hi <= margin:
                 status = TIED
-        n = len(values[c])
-        out.append(Decision(c, status, r, n, means[c], diff, lo, hi, v_img, v_seed, df, a, source))
+            elif futility > 0 and 2 <= n < max_seeds:
+                v_cap = variance_at_cap(v_img, v_seed, shared, len(values[best]), n, max_seeds)
+                cp = conditional_power(sign * diff, v_img + v_seed, v_cap, a_r)
+                status = FUTILE if cp < futility else RACING
+        out.append(
+            Decision(c, status, r, n, means[c], diff, lo, hi, v_img, v_seed, df, a, source, cp)
+        )
     why = ""
     if not any(d.status == RACING for d in out):
-        tied = any(d.status == TIED for d in out)
-        why = "the others are tied with the best or out" if tied else "one config left"
+        why = _why_no_one_races(out)
     elif r >= max_seeds:
         why = f"max seeds ({max_seeds}) reached"
         out = [replace(d, status=NOISE_AT_CAP) if d.status == RACING else d for d in out]
@@ -237,6 +252,7 @@ def replay(
     max_seeds: int = 5,
     level: float = 0.05,
     margin: float | None = None,
+    futility: float = DEFAULT_FUTILITY,
     lower_is_better: bool = False,
     prior: SeedVariance | None = None,
     run_noise: RunNoise | None = None,
@@ -260,6 +276,7 @@ def replay(
             max_seeds=max_seeds,
             level=level,
             margin=margin,
+            futility=futility,
             lower_is_better=lower_is_better,
             prior=prior,
             run_noise=run_noise,
@@ -270,38 +287,13 @@ def replay(
     return rounds
 
 
-def image_variance(
-    scorers_a: Sequence[Scorer],
-    scorers_b: Sequence[Scorer],
-    metric: str,
-    n_boot: int = 1000,
-    seed: int = 0,
-) -> float:
-    """V_img of mean_a - mean_b (each the mean over that side's runs, one per seed): the variance
-    over n_boot paired image resamples with each side's seeds held fixed (the one-level bootstrap
-    of metrics/bootstrap.py; resamples where the metric is NaN are left out). ValueError for an
-    empty side, different image counts, or fewer than 2 valid resamples."""
-    if not scorers_a or not scorers_b:
-        raise ValueError("image_variance: each side needs at least one run")
-    sizes = {s.n_images for s in (*scorers_a, *scorers_b)}
-    if len(sizes) != 1:
-        raise ValueError(f"runs scored on different numbers of images: {sorted(sizes)}")
-    counts = draw_image_counts(np.random.default_rng(seed), sizes.pop(), n_boot)  # [B, I]
-    side_a = np.mean([s(counts)[metric] for s in scorers_a], axis=0)  # [B]
-    side_b = np.mean([s(counts)[metric] for s in scorers_b], axis=0)
-    d = side_a - side_b
-    d = d[np.isfinite(d)]
-    if len(d) < 2:
-        raise ValueError(f"image_variance: {len(d)} valid resamples of {n_boot}; need >= 2")
-    return float(d.var(ddof=1))
-
-
 def _check(
     values: Mapping[str, Sequence[float]],
     previous: RaceRound | None,
     max_seeds: int,
     level: float,
     margin: float | None,
+    futility: float,
 ) -> None:
     if not values:
         raise ValueError("decide_round: no configs")
@@ -312,6 +304,8 @@ def _check(
         raise ValueError(f"level: got {level}; need 0 < level < 1")
     if margin is not None and not margin >= 0:
         raise ValueError(f"margin: got {margin}; need >= 0 (or None: no ties)")
+    if not 0 <= futility < 1:
+        raise ValueError(f"futility: got {futility}; need 0 <= futility < 1 (0: off)")
     if max_seeds < 1:
         raise ValueError(f"max_seeds: got {max_seeds}; need >= 1")
     if previous is not None:
@@ -322,6 +316,12 @@ def _check(
             raise ValueError(
                 f"configs {sorted(values)} differ from the previous round's {sorted(known)}"
             )
+
+
+def _why_no_one_races(decisions: Sequence[Decision]) -> str:
+    words = {OUT: "out", TIED: "tied with the best", FUTILE: "inseparable from the best by the cap"}
+    how = [w for s, w in words.items() if any(d.status == s for d in decisions)]
+    return "one config left" if how == ["out"] else f"the others are {' or '.join(how)}"
 
 
 def run_image_part(values: Mapping[str, Sequence[float]], run_noise: RunNoise | None) -> float:

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from focalbench.errors import InputError
+from focalbench.metrics.bootstrap import image_variance
 from focalbench.metrics.power import VarianceParts, variance_parts
-from focalbench.metrics.race import image_variance
 from focalbench.metrics.resample import METRICS
 from focalbench.results.compare import Run, check_same_validation_set, resolve, scorers
 

@@ -75,7 +75,11 @@ def show_leaderboard(
 
 # why a config left a race (metrics/race.py's statuses); the others (best, racing, noise_at_cap)
 # got every seed the race had to give
-_LEFT = {"out": "beyond noise worse than the best", "tied": "within the --margin of the best"}
+_LEFT = {
+    "out": "beyond noise worse than the best",
+    "tied": "within the --margin of the best",
+    "futile": "within noise of the best, and more seeds were unlikely to separate them",
+}
 _RACE_COLUMNS = ("config_id", "status", "round", "seeds", "metric")
 _SYMBOLS = "†‡§¶"
 
@@ -92,7 +96,7 @@ class _Left:
 
 
 def race_marks(board: Board, csv: Path) -> Board:
-    """Configs that left a race (status out or tied in a sweeps/*/race.csv beside the CSV) and
+    """Configs that left a race (out, tied or futile in a sweeps/*/race.csv beside the CSV) and
     have no more ok runs than the race gave them: a mark beside their seed count ("race_mark"),
     a "race" column for the CSV and a note per mark (which race, round and why: fewer seeds by
     design). A by_seed board, or one with no race.csv, comes back unchanged (same bytes)."""

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from focalbench.config import PRUNERS
 from focalbench.errors import InputError
 from focalbench.sweep.grid import run_hydra_launcher, run_sweep
-from focalbench.sweep.race import DEFAULT_MAX_SEEDS, run_race
+from focalbench.sweep.race import DEFAULT_FUTILITY, DEFAULT_MAX_SEEDS, run_race
 from focalbench.sweep.search import is_search_override, run_search
 
 
@@ -45,6 +45,7 @@ def sweep(
     metric: str = "mAP",
     level: float = 0.05,
     margin: float | None = None,
+    futility: float = DEFAULT_FUTILITY,
     console=None,
 ) -> int:
     """Run the sweep the options describe; returns the exit code (1 if a job did not end ok)."""
@@ -60,7 +61,7 @@ def sweep(
                 "choose --launcher pool or submitit_slurm"
             )
         return _race(overrides, jobs, gpu_ids, jobs_per_gpu, launcher, pending_warn_min,
-                     retry_failed, max_seeds, metric, level, margin, console)  # fmt: skip
+                     retry_failed, max_seeds, metric, level, margin, futility, console)  # fmt: skip
     if search is not None or any(is_search_override(o) for o in overrides):
         if search is None:
             bad = next(o for o in overrides if is_search_override(o))
@@ -97,7 +98,7 @@ def _check_prune(prune: str | None, search: str | None, race: bool) -> None:
 
 
 def _race(overrides, jobs, gpus, jobs_per_gpu, launcher, pending_warn_min, retry_failed,
-          max_seeds, metric, level, margin, console) -> int:  # fmt: skip
+          max_seeds, metric, level, margin, futility, console) -> int:  # fmt: skip
     from rich.console import Console
 
     from focalbench.sweep.local import check_gpus
@@ -115,7 +116,8 @@ def _race(overrides, jobs, gpus, jobs_per_gpu, launcher, pending_warn_min, retry
 
         slurm = slurm_request(launcher_overrides, console, True, pending_warn_min)
     return run_race(
-        runs, max_seeds=max_seeds, metric=metric, level=level, margin=margin, jobs=jobs,
+        runs, max_seeds=max_seeds, metric=metric, level=level, margin=margin, futility=futility,
+        jobs=jobs,
         gpus=gpus, jobs_per_gpu=jobs_per_gpu, retry_failed=retry_failed, slurm=slurm,
         console=console,
     )  # fmt: skip

@@ -7,8 +7,9 @@ variance the image part (a paired bootstrap over the validation images, each sid
 plus a seed part pooled over the grid's configs with two seeds or more (so round 1 decides
 nothing); Holm within a round, the level split over the rounds. A config whose interval of
 best - config excludes 0 leaves the race; with --margin D one whose interval lies inside [-D, D]
-is tied and stops. The race ends when one config is left, the rest are tied or out, or
---max-seeds is reached.
+is tied and stops; from its second seed on, one whose chance to leave by --max-seeds is below
+--futility (conditional power, metrics/futility.py) stops within noise of the best. The race
+ends when one config is left, the rest are tied, futile or out, or --max-seeds is reached.
 
 Every decision is recomputed from runs.csv and the run folders (metrics/race.replay), so the same
 command resumes a stopped race exactly: finished runs are skipped, as in any sweep. Each run is an
@@ -26,6 +27,7 @@ from typing import Any
 
 from focalbench.config import RunConfig, compose
 from focalbench.errors import InputError
+from focalbench.metrics.race import DEFAULT_FUTILITY
 from focalbench.results.store import latest_rows, read_rows
 from focalbench.sweep.execute import execute_plan
 from focalbench.sweep.plan import (
@@ -50,7 +52,9 @@ class Racer:
     seeds: list[RunConfig]
 
 
-def check_options(metric: str, max_seeds: int, level: float, margin: float | None) -> None:
+def check_options(
+    metric: str, max_seeds: int, level: float, margin: float | None, futility: float
+) -> None:
     from focalbench.metrics.resample import METRICS
 
     if max_seeds < 2:
@@ -59,6 +63,8 @@ def check_options(metric: str, max_seeds: int, level: float, margin: float | Non
         raise InputError(f"--level {level}: choose a value in (0, 1), e.g. 0.05")
     if margin is not None and not margin > 0:
         raise InputError(f"--margin {margin}: choose a difference > 0 (e.g. 0.01 mAP)")
+    if not 0 <= futility < 1:
+        raise InputError(f"--futility {futility}: choose a chance in [0, 1), e.g. 0.2 (0: off)")
     if metric not in METRICS:
         raise InputError(
             f"--metric {metric!r} is not scored by the paired bootstrap; choose from "
@@ -152,13 +158,13 @@ def write_race_csv(rnd, racers: list[Racer], metric: str, max_seeds: int, path: 
     ids = {r.name: r.seeds[0].config_id for r in racers}
     buf = io.StringIO()
     cols = ["config_id", "config", "status", "round", "seeds", "max_seeds", "metric", "mean",
-            "best_minus_config", "lo", "hi", "seed_variance"]  # fmt: skip
+            "best_minus_config", "lo", "hi", "seed_variance", "chance_by_cap"]  # fmt: skip
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(cols)
     for d in rnd.decisions:
         writer.writerow([ids[d.config], d.config, d.status, d.round, d.n_seeds, max_seeds, metric,
                          f"{d.mean:.6g}", f"{d.diff:.6g}", f"{d.lo:.6g}", f"{d.hi:.6g}",
-                         d.seed_source])  # fmt: skip
+                         d.seed_source, f"{d.cp:.6g}"])  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".csv.tmp")
     tmp.write_text(buf.getvalue())
@@ -189,7 +195,7 @@ class ImageVariances:
         self.gts: dict[Path, Any] = {}
 
     def __call__(self, best: str, config: str, n_best: int, n_config: int) -> float:
-        from focalbench.metrics.race import image_variance
+        from focalbench.metrics.bootstrap import image_variance
 
         key = (best, config, n_best, n_config)
         if key not in self.cache:
@@ -200,7 +206,7 @@ class ImageVariances:
 
     def run_noise(self, name: str) -> float:
         """metrics/race.RunNoise: half the image-bootstrap variance of seed 0 - seed 1."""
-        from focalbench.metrics.race import image_variance
+        from focalbench.metrics.bootstrap import image_variance
 
         key = (name, name, 0, 1)
         if key not in self.cache:
@@ -241,6 +247,7 @@ def run_race(
     metric: str = "mAP",
     level: float = 0.05,
     margin: float | None = None,
+    futility: float = DEFAULT_FUTILITY,
     jobs: int = 1,
     gpus: Sequence[int] | None = None,
     jobs_per_gpu: int = 1,
@@ -258,17 +265,19 @@ def run_race(
     from focalbench.results.schema import LOWER_IS_BETTER
 
     console = console or Console()
-    check_options(metric, max_seeds, level, margin)
+    check_options(metric, max_seeds, level, margin, futility)
     sweep_id = default_sweep_id([*overrides, "--race"])
     racers = make_racers(overrides, max_seeds, sweep_id)
     csv_path = Path(racers[0].seeds[0].results_dir) / "runs.csv"
     image_var = ImageVariances(racers, csv_path, metric, n_boot)
     prior = earlier_seed_variance(racers, csv_path, metric)
-    rule = {"max_seeds": max_seeds, "level": level, "margin": margin, "prior": prior,
+    rule = {"max_seeds": max_seeds, "level": level, "margin": margin, "futility": futility,
+            "prior": prior,
             "run_noise": image_var.run_noise,
             "lower_is_better": metric in LOWER_IS_BETTER}  # fmt: skip
     console.print(f"[bold]race {sweep_id}[/]: {len(racers)} configs, up to {max_seeds} seeds each, "
                   f"on {metric} at level {level}" + (f", tied within ±{margin}" if margin else "")
+                  + (f", futile below {futility:g} conditional power" if futility else "")
                   + (f"; prior seed variance from {prior.source}" if prior else ""))  # fmt: skip
     shown, race_csv = 0, csv_path.parent / "sweeps" / sweep_id / "race.csv"
     while True:
@@ -296,13 +305,11 @@ def run_race(
 
 def round_line(rnd) -> str:
     """One line per round: the best, who left, and which seed variance the intervals used."""
-    out = [d.config for d in rnd.decisions if d.status == "out" and d.round == rnd.round]
-    tied = [d.config for d in rnd.decisions if d.status == "tied" and d.round == rnd.round]
     text = f"round {rnd.round}: best {rnd.best}"
-    if out:
-        text += f"; out: {', '.join(out)}"
-    if tied:
-        text += f"; tied: {', '.join(tied)}"
+    for status, what in (("out", "out"), ("tied", "tied"), ("futile", "inseparable by the cap")):
+        left = [d.config for d in rnd.decisions if d.status == status and d.round == rnd.round]
+        if left:
+            text += f"; {what}: {', '.join(left)}"
     text += f"; seed variance: {rnd.decisions[0].seed_source}"
     return text + (f"; the race ends: {rnd.why}" if rnd.finished else "")
 
@@ -319,6 +326,7 @@ def race_table(rnd, racers: list[Racer], metric: str):
         decision = {
             "best": "best",
             "tied": f"tied (round {d.round})",
+            "futile": f"within noise, stopped at round {d.round} ({d.cp:.0%} chance by the cap)",
             "noise_at_cap": "within noise at the cap",
             "out": f"out at round {d.round}",
         }.get(d.status, d.status)

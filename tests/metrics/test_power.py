@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from focalbench.metrics.bootstrap import paired_bootstrap
+from focalbench.metrics.bootstrap import image_variance, paired_bootstrap
 from focalbench.metrics.power import variance_parts
-from focalbench.metrics.race import SeedVariance, image_variance
+from focalbench.metrics.race import SeedVariance
 from tests.metrics.test_bootstrap import MeanScorer
 
 Z975, Z80 = stats.norm.ppf(0.975), stats.norm.ppf(0.8)

@@ -9,15 +9,16 @@ import pytest
 from scipy import stats
 
 from focalbench.metrics import race
+from focalbench.metrics.bootstrap import image_variance
 from focalbench.metrics.race import (
     BEST,
+    FUTILE,
     NOISE_AT_CAP,
     OUT,
     RACING,
     TIED,
     SeedVariance,
     decide_round,
-    image_variance,
     pooled_seed_variance,
     replay,
 )
@@ -97,6 +98,12 @@ def test_identical_configs_are_never_eliminated():
         end = rounds[-1]
         assert end.best == "c0" and end.why == "max seeds (5) reached"  # first of equal means
         assert [d.status for d in end.decisions] == [BEST] + [NOISE_AT_CAP] * 5
+        # with futility a difference of exactly 0 cannot grow: they stop at round 2, the first
+        # with two seeds each, within noise and not out
+        rounds = replay(history, image_var, futility=0.2)
+        assert len(rounds) == 2 and rounds[-1].best == "c0"
+        assert [d.status for d in rounds[-1].decisions] == [BEST] + [FUTILE] * 5
+        assert rounds[-1].why == "the others are inseparable from the best by the cap"
 
 
 def test_holm_steps_down_in_p_value_order_and_stops_at_the_first_kept():
@@ -155,15 +162,18 @@ def test_replay_equals_round_by_round_and_resumes():
     def image_var(a, b, na, nb):  # deterministic, depends on the pair and the seeds
         return 1e-5 * (1 + (int(a[1:]) + int(b[1:])) % 3) / min(na, nb)
 
-    kw = {"max_seeds": 5, "level": 0.05, "margin": 0.04}
-    full = replay(history, image_var, **kw)
-    assert repr(full) == repr(rounds_one_by_one(history, image_var, **kw))
-    # values past the round a config left are ignored
-    extra = {c: v + [9.0] * 3 for c, v in history.items()}
-    left = {d.config for r in full for d in r.decisions if d.status in (OUT, TIED)}
-    assert {d.status for d in full[-1].decisions} == {BEST, OUT, TIED}  # all paths taken
-    extra.update({c: history[c] for c in history if c not in left})
-    assert repr(replay(extra, image_var, **kw)) == repr(full)
+    kw = {"max_seeds": 5, "level": 0.05, "margin": 0.04, "futility": 0}
+    # the margin's paths, then futility's
+    for futility, paths in ((0, {BEST, OUT, TIED}), (0.2, {BEST, OUT, FUTILE})):
+        kw["futility"] = futility
+        full = replay(history, image_var, **kw)
+        assert repr(full) == repr(rounds_one_by_one(history, image_var, **kw))
+        # values past the round a config left are ignored
+        extra = {c: v + [9.0] * 3 for c, v in history.items()}
+        left = {d.config for r in full for d in r.decisions if d.status in (OUT, TIED, FUTILE)}
+        assert {d.status for d in full[-1].decisions} == paths  # all paths taken
+        extra.update({c: history[c] for c in history if c not in left})
+        assert repr(replay(extra, image_var, **kw)) == repr(full)
     # a round not complete yet: replay stops before it, and says who trains next
     cut = {c: v[:3] for c, v in history.items()}
     cut[full[2].to_train()[0]] = history[full[2].to_train()[0]][:3]
