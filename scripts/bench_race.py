@@ -12,14 +12,16 @@ bootstrap assumes. V_img of a pair is computed exactly: the plug-in variance of 
 images of the per-image difference of the two seed-means, which is what the one-level image
 bootstrap with seeds held fixed estimates (n_boot -> inf).
 
-Reported per max-seeds cap (3, 4, 5) and prior (none / one from 36 earlier runs, df 24): the share
-of races whose truly best config ends "out" (goal <= 5%), the mean share of the full grid's runs
-(20 x cap) used (goal <= 60% at cap 5), how often the best is picked and how many are left at the
-end. Two scenarios: `grid` (the means below) and `cluster`, the least favourable one for keeping
-the best: a near-twin 0.0001 below it and 18 configs far below, which leave early, so that Holm's
-later steps and every round test the two. s2 "net": the seed variance less its run x image part
-(the runner's rule); "whole": s2 as it is (conservative). One row per scenario with a deliberately
-wrong rule (seed variance 0: images only) shows the measure can fail.
+Reported per max-seeds cap (3, 4, 5), --futility (0.2, 0.1, 0: off) and prior (none / one from 36
+earlier runs, df 24): the share of races whose truly best config ends "out" (goal <= 5%) or stops
+as futile (within noise, not out), the mean share of the full grid's runs (20 x cap) used (goal
+<= 60% at cap 5), how often the race's best is the truly best and its true gap to it (what
+futility costs), the share of configs >= FAR below the best that end out (the race's power) and
+how many are left at the end. Two scenarios: `grid` (the means below) and `cluster`, the least
+favourable one for keeping the best: a near-twin 0.0001 below it and 18 configs far below, which
+leave early, so that Holm's later steps and every round test the two. s2 "net": the seed variance
+less its run x image part (the runner's rule); "whole": s2 as it is (conservative). One row per
+scenario with a deliberately wrong rule (seed variance 0: images only) shows the measure can fail.
 
     PYTHONPATH=. python scripts/bench_race.py [--races 1000] [--seed 0] [--images 80]
     PYTHONPATH=. python scripts/bench_race.py --from results/runs.csv   # fit the model to a grid
