@@ -272,8 +272,7 @@ def run_race(
     image_var = ImageVariances(racers, csv_path, metric, n_boot)
     prior = earlier_seed_variance(racers, csv_path, metric)
     rule = {"max_seeds": max_seeds, "level": level, "margin": margin, "futility": futility,
-            "prior": prior,
-            "run_noise": image_var.run_noise,
+            "prior": prior, "run_noise": image_var.run_noise,
             "lower_is_better": metric in LOWER_IS_BETTER}  # fmt: skip
     console.print(f"[bold]race {sweep_id}[/]: {len(racers)} configs, up to {max_seeds} seeds each, "
                   f"on {metric} at level {level}" + (f", tied within ±{margin}" if margin else "")
