@@ -23,14 +23,14 @@ With no estimate of r the whole of V_img is taken to shrink with seeds: that ove
 more seeds can do, so fewer configs stop. Normal quantiles throughout (the Welch df of the
 interval are left out: the rule is a stopping heuristic, it never makes a config "out"), and z
 at the round's level before Holm's split (the most lenient test the config could get), both of
-which again overstate CP. numpy/scipy only.
+which again overstate CP. scipy, imported when called: the sweep command imports the default.
 """
 
 from __future__ import annotations
 
 import math
 
-from scipy import stats
+DEFAULT_FUTILITY = 0.0  # off: the race's best among near-ties keeps every seed (README, racing)
 
 
 def variance_at_cap(
@@ -48,6 +48,8 @@ def conditional_power(diff: float, v_now: float, v_cap: float, level: float) -> 
     diff: the observed difference in the direction of the best (>= 0 when the best leads);
     v_now, v_cap: its variance now and at the cap. 1.0 when the seeds left add no information
     and the difference is already resolved, 0.0 when they add none and it is not."""
+    from scipy import stats
+
     if not (v_now > 0 and math.isfinite(diff)):
         return 1.0  # nothing to judge by: never stop on it
     z = float(stats.norm.ppf(1 - level))

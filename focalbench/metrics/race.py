@@ -69,13 +69,12 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy import stats
 
-from .futility import conditional_power, variance_at_cap
+from .futility import DEFAULT_FUTILITY, conditional_power, variance_at_cap
 
 RACING, BEST, OUT, TIED, FUTILE = "racing", "best", "out", "tied", "futile"
 NOISE_AT_CAP = "noise_at_cap"
 STATUSES = (RACING, BEST, OUT, TIED, FUTILE, NOISE_AT_CAP)
 LEFT = (OUT, TIED, FUTILE)  # final: a config that left keeps its decision
-DEFAULT_FUTILITY = 0.0  # off: see the rule's futility bullet
 
 # (best, config, n_best, n_config) -> V_img: the image-level variance of mean_best - mean_config,
 # each side's mean over its first n seeds (seed order)

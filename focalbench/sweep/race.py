@@ -27,7 +27,7 @@ from typing import Any
 
 from focalbench.config import RunConfig, compose
 from focalbench.errors import InputError
-from focalbench.metrics.race import DEFAULT_FUTILITY
+from focalbench.metrics.futility import DEFAULT_FUTILITY
 from focalbench.results.store import latest_rows, read_rows
 from focalbench.sweep.execute import execute_plan
 from focalbench.sweep.plan import (

@@ -121,3 +121,15 @@ def test_simulation_futility_saves_runs_and_never_puts_the_best_out():
     assert futile_off == 0 and futile_on > 0.2  # the near-twin ties: one stops the other
     assert out_on <= out_off + 0.02 and out_on <= 0.10  # futility never makes a config out
     assert runs_on < runs_off - 0.08  # measured: 0.70 -> 0.56 of the 30 runs
+
+
+def test_the_command_line_default_is_the_rules():
+    import inspect
+
+    from focalbench.cli.sweep import sweep
+    from focalbench.metrics.futility import DEFAULT_FUTILITY
+    from focalbench.metrics.race import decide_round as rule
+    from focalbench.sweep.race import run_race
+
+    for fn in (sweep, rule, run_race):
+        assert inspect.signature(fn).parameters["futility"].default == DEFAULT_FUTILITY
