@@ -14,13 +14,13 @@ FB=${FB:-.venv/bin/focalbench}
 RES=results/bccd
 OUT=results/reference/bccd
 
-ft() {  # the preset on the imported split
-  echo experiment=finetune data=coco data.ann=$RES/coco/trainval.json data.val_ann=$RES/coco/test.json \
-    "data.images=$(cat $RES/coco/images_dir)" results_dir=$RES train.threads=1
+ft() {  # the preset on the imported split, into the caller's array FT (an images path may hold spaces)
+  FT=(experiment=finetune data=coco "data.ann=$RES/coco/trainval.json" "data.val_ann=$RES/coco/test.json"
+    "data.images=$(cat "$RES/coco/images_dir")" "results_dir=$RES" train.threads=1)
 }
 
 lane_a() {
-  local FT; read -ra FT <<< "$(ft)"
+  local FT; ft
   $FB sweep "${FT[@]}" loss=bce seed=0,1
   $FB sweep "${FT[@]}" loss=focal loss.gamma=1 seed=0,1,2
   $FB sweep "${FT[@]}" loss=qfl seed=0,1,2            # with the preset's DFL box head: GFL
@@ -28,7 +28,7 @@ lane_a() {
 }
 
 lane_b() {
-  local FT; read -ra FT <<< "$(ft)"
+  local FT; ft
   $FB sweep "${FT[@]}" loss=focal seed=0,1            # alpha 0.25, gamma 2
   $FB sweep "${FT[@]}" loss=focal loss.alpha=inverse_freq seed=0,1,2
   $FB sweep "${FT[@]}" loss=softmax_focal seed=0,1,2
