@@ -12,7 +12,7 @@ observed difference over sqrt(V_now), and z the one-sided critical value at the 
 
     CP = 1 - Phi((z - Z_now / sqrt(t)) / sqrt(1 - t))
 
-V_cap. In metrics/race.py's model V = V_img + V_seed, and with n_b, n_c seeds k = 1/n_b + 1/n_c:
+V_cap follows metrics/race.py's model, V = V_img + V_seed. With n_b, n_c seeds, k = 1/n_b + 1/n_c:
 the seed part shrinks with k, and so does the run x image part of V_img (a run's own hits and
 misses, r per run: r * k of V_img); the rest of V_img (config x image effects: what each config
 is good at on these images) does not. So
